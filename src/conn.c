@@ -1,0 +1,676 @@
+/* conn.c: one client. Read path (frame, deliver), write path (gather, try
+ * first, queue the rest), timeouts, and the single place where a connection
+ * finishes. The hs_conn_t is freed only in the libuv close callback. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "hotsock.h"
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void finish(hs_conn_t *c, int reset);
+static void timer_cb(uv_timer_t *t);
+
+hs_conn_t *hs_conn_new(hs_server_t *srv, hs_listener_t *l) {
+  hs_conn_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->srv = srv;
+  c->listener = l;
+  c->box_ref = LUA_NOREF;
+  c->co_ref = LUA_NOREF;
+  c->framer = srv->framer;
+  c->max_frame = srv->limits.max_frame;
+  c->to = srv->limits.timeouts;
+  hs_buf_init(&c->in);
+  hs_buf_init(&c->out);
+  hs_buf_init(&c->inflight);
+  int r = l->is_unix ? uv_pipe_init(srv->loop, &c->h.pipe, 0)
+                     : uv_tcp_init(srv->loop, &c->h.tcp);
+  if (r) {
+    free(c);
+    return NULL;
+  }
+  uv_timer_init(srv->loop, &c->timer);
+  c->handles_open = 2;
+  if (l->is_unix) c->flags |= HS_CONN_UNIX;
+  c->id = ++srv->next_id;
+  c->last_read = c->last_write = uv_now(srv->loop);
+  return c;
+}
+
+static void close_cb(uv_handle_t *h);
+
+/* Close a connection that was never started (accept failed, or over
+ * max_clients): no script ever saw it. */
+void hs_conn_discard(hs_conn_t *c) {
+  c->flags |= HS_CONN_CLOSING | HS_CONN_FINISHED;
+  c->h.handle.data = c;
+  c->timer.data = c;
+  uv_close((uv_handle_t *)&c->timer, close_cb);
+  uv_close(&c->h.handle, close_cb);
+}
+
+int hs_conn_is_open(const hs_conn_t *c) {
+  return !(c->flags & (HS_CONN_CLOSING | HS_CONN_FINISHED));
+}
+
+size_t hs_conn_buffered(const hs_conn_t *c) {
+  return hs_buf_len(&c->out) + hs_buf_len(&c->inflight);
+}
+
+/* ---- input ---- */
+
+/* The unframed bytes: the borrowed slice of the loop's read buffer during a
+ * read callback, else the connection's own buffer. */
+static void input(const hs_conn_t *c, const char **p, size_t *n) {
+  if (c->borrowed_len) {
+    *p = c->borrowed;
+    *n = c->borrowed_len;
+  } else {
+    *p = hs_buf_peek(&c->in);
+    *n = hs_buf_len(&c->in);
+  }
+}
+
+static void consume(hs_conn_t *c, size_t n) {
+  if (c->borrowed_len) {
+    c->borrowed += n;
+    c->borrowed_len -= n;
+  } else {
+    hs_buf_consume(&c->in, n, &c->srv->pool);
+  }
+  c->scanned = 0;
+}
+
+static size_t input_len(const hs_conn_t *c) {
+  return c->borrowed_len ? c->borrowed_len : hs_buf_len(&c->in);
+}
+
+static void start_reading(hs_conn_t *c);
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  hs_conn_t *c = (hs_conn_t *)h;
+  hs_server_t *srv = c->srv;
+  (void)suggested;
+  size_t len = hs_buf_len(&c->in);
+  if (len == 0) {
+    /* The common case: nothing pending. Read into the loop's buffer and frame
+     * from there; only an incomplete tail is copied to the connection. */
+    buf->base = srv->rbuf;
+    buf->len = srv->rbuf_size;
+    return;
+  }
+  /* A frame is in progress: read after it, growing in doublings past a block. */
+  size_t want = len < HS_POOL_BLOCK / 2 ? HS_POOL_BLOCK - len : len;
+  char *p = hs_buf_reserve(&c->in, want, &srv->pool);
+  buf->base = p;
+  buf->len = p ? hs_buf_space(&c->in) : 0;
+}
+
+static void start_reading(hs_conn_t *c) {
+  if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_CLOSING | HS_CONN_PAUSED))
+    return;
+  if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->flags |= HS_CONN_READING;
+}
+
+static void stop_reading(hs_conn_t *c) {
+  if (c->flags & HS_CONN_READING) {
+    uv_read_stop(&c->h.stream);
+    c->flags &= ~HS_CONN_READING;
+  }
+}
+
+/* Push nil, err, partial onto co, consuming the partial bytes. */
+static void push_fail(hs_conn_t *c, lua_State *co, const char *err) {
+  const char *p;
+  size_t n;
+  input(c, &p, &n);
+  lua_pushnil(co);
+  lua_pushstring(co, err);
+  lua_pushlstring(co, p, n);
+  consume(c, n);
+}
+
+/* Resume a coroutine waiting in receive with nil, err, partial. */
+static void wake_reader(hs_conn_t *c, const char *err) {
+  c->wait = HS_WAIT_NONE;
+  push_fail(c, c->co, err);
+  hs_script_resume(c->srv, c, 3);
+}
+
+static void frame_error(hs_conn_t *c, int r) {
+  hs_server_t *srv = c->srv;
+  const char *why = r == HS_FRAME_TOOBIG ? "frame too large" : "malformed frame";
+  if (r == HS_FRAME_TOOBIG) srv->stats.oversize_frames++;
+  hs_log_conn(srv, c, HS_LOG_WARN, "%s (framing %s, max_frame %zu); closing", why,
+              hs_framer_name((c->flags & HS_CONN_CORO) ? &c->want : &c->framer),
+              c->max_frame);
+  if ((c->flags & HS_CONN_CORO) && c->wait == HS_WAIT_READ) wake_reader(c, why);
+  if (hs_conn_is_open(c)) hs_conn_abort(c, why);
+}
+
+/* Deliver every complete frame the input holds, one Lua call each, until the
+ * connection pauses, closes, or (coroutine style) stops waiting for input. */
+void hs_conn_dispatch(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  lua_State *L = srv->L;
+  int delivered = 0;
+  if (c->flags & HS_CONN_DISPATCHING) return;
+  c->flags |= HS_CONN_DISPATCHING;
+  while (hs_conn_is_open(c) && !(c->flags & HS_CONN_PAUSED)) {
+    int coro = (c->flags & HS_CONN_CORO) != 0;
+    if (coro && c->wait != HS_WAIT_READ) break;
+    const hs_framer_t *f = coro ? &c->want : &c->framer;
+    const char *p;
+    size_t n;
+    hs_frame_t fr;
+    int eof = (c->flags & HS_CONN_EOF) != 0;
+    input(c, &p, &n);
+    int r = hs_frame_next(f, p, n, c->max_frame, eof, &c->scanned, &fr);
+    if (r < 0) {
+      frame_error(c, r);
+      break;
+    }
+    if (r == HS_FRAME_MORE) {
+      if (!eof) break;
+      if (coro) {
+        wake_reader(c, "closed");
+        continue;
+      }
+      /* The peer closed: an unterminated last line is still a line. */
+      if (f->kind == HS_FRAME_LINE && n > 0) {
+        fr.off = 0, fr.len = n <= c->max_frame ? n : c->max_frame, fr.consumed = n;
+      } else {
+        break;
+      }
+    }
+    srv->stats.frames_in++;
+    delivered = 1;
+    if (coro) {
+      c->wait = HS_WAIT_NONE;
+      lua_pushlstring(c->co, p + fr.off, fr.len);
+      consume(c, fr.consumed);
+      hs_script_resume(srv, c, 1);
+    } else {
+      if (!hs_script_get_handler(srv, "on_message")) {
+        consume(c, fr.consumed);
+        continue;
+      }
+      hs_lconn_push(srv, c);
+      lua_pushlstring(L, p + fr.off, fr.len);
+      consume(c, fr.consumed);
+      hs_script_call(srv, c, 2, "on_message");
+    }
+  }
+  c->flags &= ~HS_CONN_DISPATCHING;
+  /* Event style ends the connection at EOF once every complete frame was
+   * delivered and its output is flushed; a coroutine decides for itself
+   * (receive returns nil, "closed"). */
+  if ((c->flags & (HS_CONN_EOF | HS_CONN_CORO | HS_CONN_PAUSED)) == HS_CONN_EOF &&
+      hs_conn_is_open(c)) {
+    if (input_len(c))
+      hs_log_conn(srv, c, HS_LOG_DEBUG, "peer closed inside a frame (%zu bytes dropped)",
+                  input_len(c));
+    hs_conn_close(c, "eof");
+  }
+  /* Track when the frame now pending began, for the frame timeout. */
+  if (input_len(c) == 0) {
+    c->frame_start = 0;
+  } else if (delivered || c->frame_start == 0) {
+    c->frame_start = uv_now(srv->loop);
+    hs_conn_timers_update(c);
+  }
+}
+
+static const char *error_reason(hs_conn_t *c, int err) {
+  if (err == UV_ECONNRESET || err == UV_EPIPE) return "reset";
+  snprintf(c->reason_buf, sizeof c->reason_buf, "%s", uv_strerror(err));
+  return c->reason_buf;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  hs_conn_t *c = (hs_conn_t *)s;
+  hs_server_t *srv = c->srv;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread == UV_EOF) {
+      c->flags |= HS_CONN_EOF;
+      stop_reading(c);
+      hs_conn_dispatch(c);
+    } else if (nread == UV_ENOBUFS) {
+      hs_log_conn(srv, c, HS_LOG_ERROR, "out of memory for input; closing");
+      hs_conn_abort(c, "out of memory");
+    } else {
+      hs_conn_abort(c, error_reason(c, (int)nread));
+    }
+    return;
+  }
+  srv->stats.bytes_in += (uint64_t)nread;
+  c->last_read = uv_now(srv->loop);
+  if (buf->base == srv->rbuf) {
+    c->borrowed = buf->base;
+    c->borrowed_len = (size_t)nread;
+  } else {
+    hs_buf_commit(&c->in, (size_t)nread);
+  }
+  hs_conn_dispatch(c);
+  if (c->borrowed_len) {
+    /* Keep the incomplete tail; the loop's buffer is reused by the next read. */
+    size_t n = c->borrowed_len;
+    const char *p = c->borrowed;
+    c->borrowed_len = 0;
+    if (hs_conn_is_open(c) && hs_buf_append(&c->in, p, n, &srv->pool) != 0) {
+      hs_conn_abort(c, "out of memory");
+      return;
+    }
+  }
+  if (!hs_conn_is_open(c)) {
+    hs_buf_release(&c->in, &srv->pool);
+    return;
+  }
+  if (hs_buf_len(&c->in) > srv->limits.max_inbuf) {
+    hs_log_conn(srv, c, HS_LOG_WARN, "input buffer over max_inbuf (%zu bytes); closing",
+                srv->limits.max_inbuf);
+    hs_conn_abort(c, "input too large");
+  }
+}
+
+/* ---- output ---- */
+
+static void on_drain_check(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  size_t b = hs_conn_buffered(c);
+  if (b > srv->limits.low_water) {
+    c->flags |= HS_CONN_ABOVE_LOW;
+  } else if ((c->flags & HS_CONN_ABOVE_LOW) && hs_conn_is_open(c)) {
+    c->flags &= ~HS_CONN_ABOVE_LOW;
+    if (hs_script_get_handler(srv, "on_drain")) {
+      hs_lconn_push(srv, c);
+      hs_script_call(srv, c, 1, "on_drain");
+    }
+  }
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status;
+}
+
+static void write_cb(uv_write_t *req, int status);
+
+/* Hand gathered output to the kernel: uv_try_write first, and only what it
+ * did not take goes into a queued uv_write. Then half-close or finish a
+ * graceful close when nothing is left. */
+void hs_conn_flush(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  if ((c->flags & HS_CONN_FINISHED) || c->writing) return;
+  size_t n = hs_buf_len(&c->out);
+  if (n) {
+    uv_buf_t b = uv_buf_init((char *)hs_buf_peek(&c->out), (unsigned)n);
+    int r = uv_try_write(&c->h.stream, &b, 1);
+    if (r > 0) {
+      srv->stats.bytes_out += (uint64_t)r;
+      c->last_write = uv_now(srv->loop);
+      hs_buf_consume(&c->out, (size_t)r, &srv->pool);
+    } else if (r < 0 && r != UV_EAGAIN) {
+      hs_conn_abort(c, error_reason(c, r));
+      return;
+    }
+    n = hs_buf_len(&c->out);
+    if (n) {
+      /* The rest goes out as a queued write; the buffer moves to inflight so
+       * new output can gather meanwhile. */
+      c->inflight = c->out;
+      hs_buf_init(&c->out);
+      b = uv_buf_init((char *)hs_buf_peek(&c->inflight), (unsigned)n);
+      r = uv_write(&c->wreq, &c->h.stream, &b, 1, write_cb);
+      if (r) {
+        hs_conn_abort(c, error_reason(c, r));
+        return;
+      }
+      c->writing = 1;
+      c->last_write = uv_now(srv->loop);
+      hs_conn_timers_update(c);
+    }
+  }
+  if (!c->writing) {
+    if ((c->flags & HS_CONN_SHUTDOWN) && !(c->flags & HS_CONN_FIN_SENT)) {
+      c->flags |= HS_CONN_FIN_SENT;
+      uv_shutdown(&c->sreq, &c->h.stream, shutdown_cb);
+    }
+    if (c->flags & HS_CONN_FLUSHING) {
+      finish(c, 0);
+      return;
+    }
+  }
+  on_drain_check(c);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  hs_conn_t *c = hs_container_of(req, hs_conn_t, wreq);
+  hs_server_t *srv = c->srv;
+  c->writing = 0;
+  if (c->flags & HS_CONN_FINISHED) return; /* buffers go in the close callback */
+  if (status < 0) {
+    hs_conn_abort(c, error_reason(c, status));
+    return;
+  }
+  srv->stats.bytes_out += hs_buf_len(&c->inflight);
+  c->last_write = uv_now(srv->loop);
+  hs_buf_release(&c->inflight, &srv->pool);
+  hs_conn_flush(c);
+}
+
+/* Queue bytes for the peer; they are written when the current event is done. */
+int hs_conn_send(hs_conn_t *c, const char *p, size_t n) {
+  if (n == 0) return 0;
+  if (hs_buf_append(&c->out, p, n, &c->srv->pool) != 0) return UV_ENOMEM;
+  hs_server_mark_dirty(c->srv, c);
+  return 0;
+}
+
+/* Cut off a client whose queued output passed max_outbuf. Returns -1 if so. */
+int hs_conn_check_outbuf(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  if (hs_conn_buffered(c) <= srv->limits.max_outbuf) return 0;
+  srv->stats.outbuf_disconnects++;
+  hs_log_conn(srv, c, HS_LOG_WARN,
+              "output buffer over max_outbuf (%zu bytes queued, limit %zu); closing",
+              hs_conn_buffered(c), srv->limits.max_outbuf);
+  hs_conn_abort(c, "output buffer full");
+  return -1;
+}
+
+/* ---- timeouts ---- */
+
+static uint64_t deadline_of(const hs_conn_t *c, const char **which) {
+  uint64_t best = 0;
+  const char *w = NULL;
+#define CONSIDER(cond, at, name)             \
+  do {                                       \
+    if (cond) {                              \
+      uint64_t t_ = (at);                    \
+      if (best == 0 || t_ < best) best = t_, w = (name); \
+    }                                        \
+  } while (0)
+  uint64_t act = c->last_read > c->last_write ? c->last_read : c->last_write;
+  int reading = !(c->flags & (HS_CONN_EOF | HS_CONN_PAUSED));
+  CONSIDER(c->to.idle, act + c->to.idle, "idle");
+  CONSIDER(c->to.read && reading, c->last_read + c->to.read, "read");
+  CONSIDER(c->to.write && hs_conn_buffered(c) > 0, c->last_write + c->to.write, "write");
+  CONSIDER(c->to.frame && c->frame_start, c->frame_start + c->to.frame, "frame");
+  CONSIDER(c->wait == HS_WAIT_SLEEP, c->sleep_until, "sleep");
+#undef CONSIDER
+  if (which) *which = w;
+  return best;
+}
+
+/* Arm the timer for the earliest deadline. Activity that only moves deadlines
+ * later leaves the timer alone: it fires early and re-arms, which is cheaper
+ * than restarting a timer on every read. */
+void hs_conn_timers_update(hs_conn_t *c) {
+  if (c->flags & (HS_CONN_FINISHED)) return;
+  uint64_t due = deadline_of(c, NULL);
+  if (due == 0) return; /* a running timer finds nothing due and stops */
+  uint64_t now = uv_now(c->srv->loop);
+  if (uv_is_active((uv_handle_t *)&c->timer)) {
+    uint64_t at = uv_timer_get_due_in(&c->timer) + now;
+    if (at <= due) return;
+  }
+  uv_timer_start(&c->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  hs_conn_t *c = hs_container_of(t, hs_conn_t, timer);
+  hs_server_t *srv = c->srv;
+  uint64_t now = uv_now(srv->loop);
+  const char *which;
+  uint64_t due = deadline_of(c, &which);
+  if (due == 0) return;
+  if (due > now) {
+    uv_timer_start(&c->timer, timer_cb, due - now, 0);
+    return;
+  }
+  if (strcmp(which, "sleep") == 0) {
+    c->wait = HS_WAIT_NONE;
+    lua_pushboolean(c->co, 1);
+    hs_script_resume(srv, c, 1);
+  } else {
+    srv->stats.timeouts++;
+    /* Restart the clock of what fired, so it does not fire again at once. */
+    if (which[0] == 'f') c->frame_start = now;
+    else if (which[0] == 'w') c->last_write = now;
+    else c->last_read = c->last_write = now;
+    if ((c->flags & HS_CONN_CORO) && c->wait == HS_WAIT_READ && which[0] != 'w') {
+      wake_reader(c, "timeout");
+    } else if (hs_script_get_handler(srv, "on_timeout")) {
+      hs_lconn_push(srv, c);
+      lua_pushstring(srv->L, which);
+      hs_script_call(srv, c, 2, "on_timeout");
+    } else {
+      snprintf(c->reason_buf, sizeof c->reason_buf, "%s timeout", which);
+      hs_log_conn(srv, c, HS_LOG_INFO, "%s timeout (%llu ms); closing", which,
+                  (unsigned long long)(which[0] == 'i'   ? c->to.idle
+                                       : which[0] == 'r' ? c->to.read
+                                       : which[0] == 'w' ? c->to.write
+                                                         : c->to.frame));
+      if (which[0] == 'w')
+        hs_conn_abort(c, c->reason_buf);
+      else
+        hs_conn_close(c, c->reason_buf);
+    }
+  }
+  if (!(c->flags & HS_CONN_FINISHED)) hs_conn_timers_update(c);
+}
+
+/* ---- coroutine reads ---- */
+
+/* conn:receive. Return the frame at once when the input already holds one;
+ * otherwise record what is wanted and yield until the read path resumes us.
+ * May raise (lua_yield longjmps), like every lua_* call here. */
+int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
+  const char *p;
+  size_t n;
+  hs_frame_t fr;
+  size_t scanned = 0;
+  int eof = (c->flags & HS_CONN_EOF) != 0;
+  input(c, &p, &n);
+  int r = hs_frame_next(f, p, n, c->max_frame, eof, &scanned, &fr);
+  if (r == HS_FRAME_OK) {
+    c->srv->stats.frames_in++;
+    lua_pushlstring(co, p + fr.off, fr.len);
+    consume(c, fr.consumed);
+    return 1;
+  }
+  if (r < 0) {
+    c->want = *f;
+    c->wait = HS_WAIT_NONE;
+    frame_error(c, r);
+    lua_pushnil(co);
+    lua_pushstring(co, r == HS_FRAME_TOOBIG ? "frame too large" : "malformed frame");
+    lua_pushliteral(co, "");
+    return 3;
+  }
+  if (eof || !hs_conn_is_open(c)) {
+    push_fail(c, co, "closed");
+    return 3;
+  }
+  c->want = *f;
+  c->scanned = scanned;
+  c->wait = HS_WAIT_READ;
+  if (n > 0 && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
+  start_reading(c);
+  hs_conn_timers_update(c);
+  return lua_yield(co, 0);
+}
+
+/* ---- life cycle ---- */
+
+/* Start a freshly accepted connection: on_connect or the handle coroutine,
+ * then reading. */
+void hs_conn_start(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  lua_State *L = srv->L;
+  c->next = srv->conns; /* into the live list */
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  srv->stats.active++;
+  srv->stats.accepted++;
+  hs_lconn_push_new(srv, c);
+  if (srv->coro_style) {
+    c->flags |= HS_CONN_CORO;
+    lua_State *co = lua_newthread(L);
+    c->co = co;
+    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *(hs_conn_t **)lua_getextraspace(co) = c;
+    hs_script_get_handler(srv, "handle");
+    lua_xmove(L, co, 1);
+    hs_lconn_push(srv, c);
+    lua_xmove(L, co, 1);
+    hs_script_resume(srv, c, 1);
+  } else if (hs_script_get_handler(srv, "on_connect")) {
+    hs_lconn_push(srv, c);
+    hs_script_call(srv, c, 1, "on_connect");
+  }
+  if (hs_conn_is_open(c)) {
+    start_reading(c);
+    hs_conn_timers_update(c);
+  }
+}
+
+static void close_cb(uv_handle_t *h) {
+  hs_conn_t *c = h->data;
+  hs_server_t *srv = c->srv;
+  if (--c->handles_open > 0) return;
+  hs_buf_release(&c->in, &srv->pool);
+  hs_buf_release(&c->out, &srv->pool);
+  hs_buf_release(&c->inflight, &srv->pool);
+  free(c);
+  if (srv->stopping && !srv->conns) hs_server_stop(srv);
+}
+
+static void list_remove(hs_conn_t **head, hs_conn_t *c, size_t link_off) {
+  for (hs_conn_t **pp = head; *pp; pp = (hs_conn_t **)((char *)*pp + link_off)) {
+    if (*pp == c) {
+      *pp = *(hs_conn_t **)((char *)c + link_off);
+      return;
+    }
+  }
+}
+
+/* Let go of the handler coroutine: close its pending to-be-closed variables
+ * and drop the reference. Never called while it runs. */
+void hs_conn_drop_coroutine(hs_conn_t *c) {
+  *(hs_conn_t **)lua_getextraspace(c->co) = NULL;
+  lua_resetthread(c->co);
+  luaL_unref(c->srv->L, LUA_REGISTRYINDEX, c->co_ref);
+  c->co = NULL;
+  c->co_ref = LUA_NOREF;
+  c->wait = HS_WAIT_NONE;
+}
+
+/* The one place a connection ends: wake a waiting coroutine, run on_close
+ * exactly once, clear the Lua box, and close the libuv handles. */
+static void finish(hs_conn_t *c, int reset) {
+  hs_server_t *srv = c->srv;
+  if (c->flags & HS_CONN_FINISHED) return;
+  c->flags |= HS_CONN_CLOSING | HS_CONN_FINISHED;
+  c->flags &= ~HS_CONN_FLUSHING;
+  stop_reading(c);
+  uv_timer_stop(&c->timer);
+  if (c->flags & HS_CONN_DIRTY) {
+    list_remove(&srv->dirty, c, offsetof(hs_conn_t, dirty_next));
+    c->flags &= ~HS_CONN_DIRTY;
+  }
+  if (c->flags & HS_CONN_PENDING) {
+    list_remove(&srv->pending, c, offsetof(hs_conn_t, pending_next));
+    c->flags &= ~HS_CONN_PENDING;
+  }
+  /* Out of the live list, so hs.clients() and broadcast no longer see it. */
+  if (c->prev) c->prev->next = c->next;
+  else srv->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  srv->stats.active--;
+  srv->stats.closed++;
+  if (!c->reason) c->reason = "closed";
+  hs_log_conn(srv, c, HS_LOG_DEBUG, "closed: %s", c->reason);
+
+  if (c->co && !c->co_running) {
+    if (c->wait != HS_WAIT_NONE) {
+      hs_wait_t w = c->wait;
+      c->wait = HS_WAIT_NONE;
+      if (w == HS_WAIT_READ) {
+        push_fail(c, c->co, "closed");
+        hs_script_resume(srv, c, 3);
+      } else {
+        lua_pushnil(c->co);
+        lua_pushliteral(c->co, "closed");
+        hs_script_resume(srv, c, 2);
+      }
+    }
+    /* Still there: it yielded again after the close. Abandon it. */
+    if (c->co) hs_conn_drop_coroutine(c);
+  }
+  if (hs_script_get_handler(srv, "on_close")) {
+    hs_lconn_push(srv, c);
+    lua_pushstring(srv->L, c->reason);
+    hs_script_call(srv, c, 2, "on_close");
+  }
+  hs_lconn_clear(srv, c);
+
+  c->h.handle.data = c;
+  c->timer.data = c;
+  uv_close((uv_handle_t *)&c->timer, close_cb);
+  if (reset && !(c->flags & (HS_CONN_UNIX | HS_CONN_FIN_SENT)) &&
+      uv_tcp_close_reset(&c->h.tcp, close_cb) == 0)
+    return;
+  uv_close(&c->h.handle, close_cb);
+}
+
+/* Close after queued output is flushed. Input is no longer read. */
+void hs_conn_close(hs_conn_t *c, const char *reason) {
+  if (c->flags & HS_CONN_CLOSING) return;
+  c->flags |= HS_CONN_CLOSING | HS_CONN_FLUSHING;
+  c->reason = reason;
+  stop_reading(c);
+  if (hs_conn_buffered(c) == 0) {
+    finish(c, 0);
+  } else {
+    hs_conn_timers_update(c); /* the write timeout bounds the wait */
+    hs_server_mark_dirty(c->srv, c);
+  }
+}
+
+/* Close now; TCP connections get a reset. Queued output is dropped. */
+void hs_conn_abort(hs_conn_t *c, const char *reason) {
+  if (c->flags & HS_CONN_FINISHED) return;
+  if (!(c->flags & HS_CONN_CLOSING)) c->reason = reason;
+  finish(c, 1);
+}
+
+void hs_conn_shutdown(hs_conn_t *c) {
+  c->flags |= HS_CONN_SHUTDOWN;
+  hs_server_mark_dirty(c->srv, c);
+}
+
+void hs_conn_pause(hs_conn_t *c) {
+  c->flags |= HS_CONN_PAUSED;
+  stop_reading(c);
+}
+
+void hs_conn_resume(hs_conn_t *c) {
+  if (!(c->flags & HS_CONN_PAUSED)) return;
+  c->flags &= ~HS_CONN_PAUSED;
+  start_reading(c);
+  if (input_len(c) || (c->flags & HS_CONN_EOF)) hs_server_mark_pending(c->srv, c);
+}
+
+void hs_conn_set_framing(hs_conn_t *c, const hs_framer_t *f) {
+  c->framer = *f;
+  c->scanned = 0;
+  /* Outside a dispatch, bytes already here are framed anew on the next turn. */
+  if (!(c->flags & HS_CONN_DISPATCHING) && input_len(c))
+    hs_server_mark_pending(c->srv, c);
+}

@@ -1,0 +1,72 @@
+/* frame.h: framers that cut a byte stream into messages. Pure C: they look
+ * at a span of bytes and say where the next frame is; they own no memory. */
+#ifndef HS_FRAME_H
+#define HS_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum hs_frame_kind {
+  HS_FRAME_RAW = 0, /* whatever is there */
+  HS_FRAME_LINE,    /* up to LF, a CR before it stripped */
+  HS_FRAME_DELIM,   /* up to a delimiter, which is not delivered */
+  HS_FRAME_LENGTH,  /* a length prefix and that many bytes */
+  HS_FRAME_EXACT,   /* exactly n bytes */
+  HS_FRAME_ALL      /* everything until the peer closes */
+} hs_frame_kind_t;
+
+typedef enum hs_len_kind {
+  HS_LEN_U8 = 0,
+  HS_LEN_U16BE,
+  HS_LEN_U16LE,
+  HS_LEN_U32BE,
+  HS_LEN_U32LE,
+  HS_LEN_VARINT /* unsigned LEB128, as protobuf writes it */
+} hs_len_kind_t;
+
+#define HS_DELIM_MAX 64 /* longest delimiter accepted */
+
+typedef struct hs_framer {
+  hs_frame_kind_t kind;
+  hs_len_kind_t len_kind;    /* HS_FRAME_LENGTH */
+  size_t exact;              /* HS_FRAME_EXACT */
+  size_t delim_len;          /* HS_FRAME_DELIM */
+  char delim[HS_DELIM_MAX];  /* HS_FRAME_DELIM */
+} hs_framer_t;
+
+/* Where a frame was found: payload at p[off, off+len), and consumed bytes
+ * (prefix, payload and terminator) to drop from the stream. */
+typedef struct hs_frame {
+  size_t off;
+  size_t len;
+  size_t consumed;
+} hs_frame_t;
+
+/* Results of hs_frame_next. */
+#define HS_FRAME_MORE 0      /* no complete frame yet */
+#define HS_FRAME_OK 1        /* *out describes a frame */
+#define HS_FRAME_TOOBIG (-1) /* the frame being received exceeds max_frame */
+#define HS_FRAME_BAD (-2)    /* malformed prefix (an over-long varint) */
+
+/* Look for the next frame in p[0, n). *scanned carries how far a previous call
+ * already searched the same unconsumed bytes (for line and delimiter framing,
+ * so bytes that trickle in are searched once); set it to 0 after consuming
+ * or switching framers. eof says the peer sent its last byte: only
+ * HS_FRAME_ALL uses it. A frame whose payload exceeds max_frame gives
+ * HS_FRAME_TOOBIG as soon as that is certain, before it is all received. */
+int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_frame,
+                  int eof, size_t *scanned, hs_frame_t *out);
+
+/* Build framers; return 0, or -1 for an argument out of range. */
+void hs_framer_raw(hs_framer_t *f);
+void hs_framer_line(hs_framer_t *f);
+void hs_framer_all(hs_framer_t *f);
+int hs_framer_delim(hs_framer_t *f, const char *d, size_t len);
+int hs_framer_exact(hs_framer_t *f, size_t n);
+/* name is one of "u8", "u16be", "u16le", "u32be", "u32le", "varint" */
+int hs_framer_length(hs_framer_t *f, const char *name);
+
+/* A short description for logs and errors ("line", "length u16be"...). */
+const char *hs_framer_name(const hs_framer_t *f);
+
+#endif

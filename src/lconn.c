@@ -1,0 +1,277 @@
+/* lconn.c: the Lua face of a connection, metatable "hotsock.conn". Lua holds a
+ * small box with a pointer to the hs_conn_t; the connection keeps the box in
+ * the registry while it lives and clears the pointer when it finishes, so a
+ * stale reference in a script can never reach freed memory. */
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "hotsock.h"
+
+#define CONN_MT "hotsock.conn"
+
+typedef struct hs_lbox {
+  hs_conn_t *c; /* NULL once the connection finished */
+  uint64_t id;  /* kept after close, for logs and tables keyed by id */
+} hs_lbox_t;
+
+static const char *const readonly[] = {"id",         "peer",     "peer_ip", "peer_port",
+                                       "local_addr", "listener", "closed",  NULL};
+
+/* Create the box for a new connection and keep it in the registry. */
+void hs_lconn_push_new(hs_server_t *srv, hs_conn_t *c) {
+  lua_State *L = srv->L;
+  hs_lbox_t *b = lua_newuserdatauv(L, sizeof *b, 1);
+  b->c = c;
+  b->id = c->id;
+  luaL_setmetatable(L, CONN_MT);
+  c->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void hs_lconn_push(hs_server_t *srv, hs_conn_t *c) {
+  lua_rawgeti(srv->L, LUA_REGISTRYINDEX, c->box_ref);
+}
+
+/* The connection finished: cut the box loose. Its fields stay readable. */
+void hs_lconn_clear(hs_server_t *srv, hs_conn_t *c) {
+  lua_State *L = srv->L;
+  if (c->box_ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+  hs_lbox_t *b = lua_touserdata(L, -1);
+  if (b) b->c = NULL;
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->box_ref);
+  c->box_ref = LUA_NOREF;
+}
+
+hs_conn_t *hs_lconn_test(lua_State *L, int idx) {
+  hs_lbox_t *b = luaL_testudata(L, idx, CONN_MT);
+  return b ? b->c : NULL;
+}
+
+/* The open connection at idx, or raise. MAY_LJMP. */
+hs_conn_t *hs_lconn_check(lua_State *L, int idx) {
+  hs_lbox_t *b = luaL_checkudata(L, idx, CONN_MT);
+  if (!b->c || !hs_conn_is_open(b->c)) luaL_error(L, "attempt to use a closed connection");
+  return b->c;
+}
+
+/* Append one value (a string, or a table of strings) to the output. MAY_LJMP. */
+static int send_value(lua_State *L, hs_conn_t *c, int idx) {
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_Integer n = luaL_len(L, idx);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, idx, i);
+      size_t len;
+      const char *s = lua_tolstring(L, -1, &len);
+      if (!s) luaL_error(L, "send: item %d of the table is a %s, not a string", (int)i,
+                         luaL_typename(L, -1));
+      int r = hs_conn_send(c, s, len);
+      lua_pop(L, 1);
+      if (r) return r;
+    }
+    return 0;
+  }
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (!s) luaL_argerror(L, idx, lua_pushfstring(L, "string expected, got %s",
+                                                 luaL_typename(L, idx)));
+  return hs_conn_send(c, s, len);
+}
+
+static int conn_send(lua_State *L) {
+  hs_conn_t *c = hs_lconn_check(L, 1);
+  int n = lua_gettop(L);
+  if (c->flags & HS_CONN_SHUTDOWN) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "connection is shut down for writing");
+    return 2;
+  }
+  for (int i = 2; i <= n; i++) {
+    if (send_value(L, c, i) != 0) {
+      hs_conn_abort(c, "out of memory");
+      lua_pushnil(L);
+      lua_pushliteral(L, "out of memory");
+      return 2;
+    }
+  }
+  if (hs_conn_check_outbuf(c) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "output buffer full");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int conn_close(lua_State *L) {
+  hs_conn_close(hs_lconn_check(L, 1), "closed");
+  return 0;
+}
+
+static int conn_abort(lua_State *L) {
+  hs_conn_abort(hs_lconn_check(L, 1), "aborted");
+  return 0;
+}
+
+static int conn_shutdown(lua_State *L) {
+  hs_conn_shutdown(hs_lconn_check(L, 1));
+  return 0;
+}
+
+static int conn_pause(lua_State *L) {
+  hs_conn_pause(hs_lconn_check(L, 1));
+  return 0;
+}
+
+static int conn_resume(lua_State *L) {
+  hs_conn_resume(hs_lconn_check(L, 1));
+  return 0;
+}
+
+static int conn_buffered(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)hs_conn_buffered(hs_lconn_check(L, 1)));
+  return 1;
+}
+
+static int conn_settimeouts(lua_State *L) {
+  hs_conn_t *c = hs_lconn_check(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const char *names[] = {"idle", "read", "write", "frame"};
+  uint64_t *dst[] = {&c->to.idle, &c->to.read, &c->to.write, &c->to.frame};
+  for (int i = 0; i < 4; i++) {
+    if (lua_getfield(L, 2, names[i]) != LUA_TNIL) {
+      int isnum;
+      lua_Number v = lua_tonumberx(L, -1, &isnum);
+      if (!isnum || v < 0)
+        return luaL_error(L, "settimeouts: %s must be a number of ms >= 0", names[i]);
+      *dst[i] = (uint64_t)v;
+    }
+    lua_pop(L, 1);
+  }
+  hs_conn_timers_update(c);
+  return 0;
+}
+
+static int conn_framing(lua_State *L) {
+  hs_conn_t *c = hs_lconn_check(L, 1);
+  if (lua_isnoneornil(L, 2)) {
+    lua_pushstring(L, hs_framer_name(&c->framer));
+    return 1;
+  }
+  hs_framer_t f;
+  char err[256];
+  if (hs_script_parse_framing(L, 2, &f, err, sizeof err) != 0)
+    return luaL_error(L, "framing: %s", err);
+  hs_conn_set_framing(c, &f);
+  return 0;
+}
+
+static int conn_receive(lua_State *L) {
+  hs_conn_t *c = hs_lconn_check(L, 1);
+  if (!(c->flags & HS_CONN_CORO) || c->co != L)
+    return luaL_error(L, "receive works only in the handle(conn) coroutine of this "
+                         "connection (event-style scripts get messages in on_message)");
+  hs_framer_t f;
+  char err[256];
+  if (lua_isnoneornil(L, 2)) {
+    hs_framer_line(&f);
+  } else if (hs_script_parse_framing(L, 2, &f, err, sizeof err) != 0) {
+    return luaL_error(L, "receive: %s", err);
+  }
+  lua_settop(L, 1);
+  return hs_conn_receive(c, L, &f);
+}
+
+static const luaL_Reg methods[] = {
+    {"send", conn_send},         {"close", conn_close},       {"abort", conn_abort},
+    {"shutdown", conn_shutdown}, {"pause", conn_pause},       {"resume", conn_resume},
+    {"buffered", conn_buffered}, {"settimeouts", conn_settimeouts},
+    {"framing", conn_framing},   {"receive", conn_receive},   {NULL, NULL}};
+
+/* conn.key: a method, a read-only field, or the script's own state. */
+static int conn_index(lua_State *L) {
+  hs_lbox_t *b = lua_touserdata(L, 1);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* methods[key] */
+  lua_pop(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && lua_type(L, 2) == LUA_TSTRING) {
+    hs_conn_t *c = b->c;
+    if (strcmp(k, "id") == 0) return lua_pushinteger(L, (lua_Integer)b->id), 1;
+    if (strcmp(k, "closed") == 0)
+      return lua_pushboolean(L, !c || !hs_conn_is_open(c)), 1;
+    if (c) {
+      int un = (c->flags & HS_CONN_UNIX) != 0;
+      if (strcmp(k, "peer") == 0)
+        return lua_pushstring(L, un ? c->listener->path : c->peer), 1;
+      if (strcmp(k, "peer_ip") == 0) return lua_pushstring(L, un ? "unix" : c->peer_ip), 1;
+      if (strcmp(k, "peer_port") == 0) {
+        if (c->flags & HS_CONN_UNIX) return lua_pushnil(L), 1;
+        return lua_pushinteger(L, c->peer_port), 1;
+      }
+      if (strcmp(k, "local_addr") == 0)
+        return lua_pushstring(L, un ? c->listener->name : c->local), 1;
+      if (strcmp(k, "listener") == 0) return lua_pushstring(L, c->listener->name), 1;
+    }
+  }
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) return 1; /* nil */
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+static int conn_newindex(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    for (int i = 0; readonly[i]; i++)
+      if (strcmp(k, readonly[i]) == 0) return luaL_error(L, "conn.%s is read-only", k);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+      return luaL_error(L, "conn.%s is a method and cannot be replaced", k);
+    lua_pop(L, 1);
+  }
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+  }
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3); /* state[key] = value */
+  return 0;
+}
+
+static int conn_tostring(lua_State *L) {
+  hs_lbox_t *b = luaL_checkudata(L, 1, CONN_MT);
+  if (b->c)
+    lua_pushfstring(L, "conn %I (%s)", (lua_Integer)b->id,
+                    (b->c->flags & HS_CONN_UNIX) ? b->c->listener->path : b->c->peer);
+  else
+    lua_pushfstring(L, "conn %I (closed)", (lua_Integer)b->id);
+  return 1;
+}
+
+static int conn_eq(lua_State *L) {
+  hs_lbox_t *a = luaL_testudata(L, 1, CONN_MT), *b = luaL_testudata(L, 2, CONN_MT);
+  lua_pushboolean(L, a && b && a->id == b->id);
+  return 1;
+}
+
+void hs_lconn_open(lua_State *L) {
+  luaL_newmetatable(L, CONN_MT);
+  luaL_newlib(L, methods);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, conn_index, 1);
+  lua_setfield(L, -3, "__index");
+  lua_pushcclosure(L, conn_newindex, 1);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, conn_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, conn_eq);
+  lua_setfield(L, -2, "__eq");
+  lua_pushliteral(L, "hotsock.conn");
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,297 @@
+/* lhotsock.c: the `hotsock` module: timers, sleep, the client registry,
+ * broadcast, logging, counters and the table that survives reloads. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "hotsock.h"
+
+#define TIMER_MT "hotsock.timer"
+
+/* A timer made by hs.after / hs.every. C owns it; the Lua handle is a box
+ * cleared when the timer ends. */
+typedef struct hs_ltimer {
+  uv_timer_t t;
+  hs_server_t *srv;
+  int fn_ref;                   /* the callback */
+  int box_ref;                  /* the Lua handle, kept while the timer lives */
+  int repeat;
+  int done;
+  struct hs_ltimer *next, *prev; /* the server's list of live timers */
+} hs_ltimer_t;
+
+typedef struct {
+  hs_ltimer_t *t;
+} hs_ltimer_box_t;
+
+static void ltimer_close_cb(uv_handle_t *h) { free(h->data); }
+
+/* Stop the timer, drop its references, and free it after libuv lets go. */
+static void ltimer_end(hs_ltimer_t *t) {
+  hs_server_t *srv = t->srv;
+  lua_State *L = srv->L;
+  if (t->done) return;
+  t->done = 1;
+  uv_timer_stop(&t->t);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->box_ref);
+  hs_ltimer_box_t *b = lua_touserdata(L, -1);
+  if (b) b->t = NULL;
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->box_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->fn_ref);
+  if (t->prev) t->prev->next = t->next;
+  else srv->timers = t->next;
+  if (t->next) t->next->prev = t->prev;
+  t->t.data = t;
+  uv_close((uv_handle_t *)&t->t, ltimer_close_cb);
+}
+
+/* Cancel every live timer (the server is stopping). */
+void hs_lhotsock_stop_timers(hs_server_t *srv) {
+  while (srv->timers) ltimer_end(srv->timers);
+}
+
+static void ltimer_cb(uv_timer_t *h) {
+  hs_ltimer_t *t = hs_container_of(h, hs_ltimer_t, t);
+  hs_server_t *srv = t->srv;
+  lua_rawgeti(srv->L, LUA_REGISTRYINDEX, t->fn_ref);
+  if (!t->repeat) {
+    /* One-shot: end it first, so cancel() inside the callback is harmless. */
+    ltimer_end(t);
+    hs_script_call(srv, NULL, 0, "timer callback");
+    return;
+  }
+  hs_script_call(srv, NULL, 0, "timer callback");
+}
+
+static int start_timer(lua_State *L, int repeat) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  lua_Number ms = luaL_checknumber(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_argcheck(L, ms >= 0, 1, "ms must be >= 0");
+  if (repeat) luaL_argcheck(L, ms >= 1, 1, "an every() period must be >= 1 ms");
+  hs_ltimer_t *t = calloc(1, sizeof *t);
+  if (!t) return luaL_error(L, "not enough memory");
+  hs_ltimer_box_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->t = t;
+  luaL_setmetatable(L, TIMER_MT);
+  t->srv = srv;
+  t->repeat = repeat;
+  lua_pushvalue(L, 2);
+  t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  t->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_timer_init(srv->loop, &t->t);
+  uint64_t due = (uint64_t)ms;
+  uv_timer_start(&t->t, ltimer_cb, due, repeat ? due : 0);
+  t->next = srv->timers;
+  if (srv->timers) srv->timers->prev = t;
+  srv->timers = t;
+  return 1;
+}
+
+static int hs_after(lua_State *L) { return start_timer(L, 0); }
+static int hs_every(lua_State *L) { return start_timer(L, 1); }
+
+static int timer_cancel(lua_State *L) {
+  hs_ltimer_box_t *b = luaL_checkudata(L, 1, TIMER_MT);
+  int was = b->t != NULL;
+  if (b->t) ltimer_end(b->t);
+  lua_pushboolean(L, was);
+  return 1;
+}
+
+static int timer_active(lua_State *L) {
+  hs_ltimer_box_t *b = luaL_checkudata(L, 1, TIMER_MT);
+  lua_pushboolean(L, b->t != NULL);
+  return 1;
+}
+
+/* hs.sleep(ms): only in a connection's handle coroutine. */
+static int hs_sleep(lua_State *L) {
+  lua_Number ms = luaL_checknumber(L, 1);
+  hs_conn_t *c = *(hs_conn_t **)lua_getextraspace(L);
+  if (!c || c->co != L)
+    return luaL_error(L, "hs.sleep works only in a handle(conn) coroutine");
+  if (!hs_conn_is_open(c)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  c->wait = HS_WAIT_SLEEP;
+  c->sleep_until = uv_now(c->srv->loop) + (uint64_t)(ms > 0 ? ms : 0);
+  hs_conn_timers_update(c);
+  return lua_yield(L, 0);
+}
+
+static int hs_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+  return 1;
+}
+
+/* A snapshot of the live connections as a list of boxes. */
+static int push_clients(lua_State *L, hs_server_t *srv) {
+  int n = 0;
+  lua_newtable(L);
+  for (hs_conn_t *c = srv->conns; c; c = c->next) {
+    if (!hs_conn_is_open(c)) continue;
+    hs_lconn_push(srv, c);
+    lua_rawseti(L, -2, ++n);
+  }
+  return n;
+}
+
+static int clients_iter(lua_State *L) {
+  lua_Integer i = lua_tointeger(L, lua_upvalueindex(2)) + 1;
+  lua_pushinteger(L, i);
+  lua_replace(L, lua_upvalueindex(2));
+  lua_rawgeti(L, lua_upvalueindex(1), i);
+  return 1;
+}
+
+static int hs_clients(lua_State *L) {
+  push_clients(L, hs_server_from_lua(L));
+  lua_pushinteger(L, 0);
+  lua_pushcclosure(L, clients_iter, 2);
+  return 1;
+}
+
+/* hs.broadcast(data [, filter]): filter is a function(conn) -> bool or a
+ * connection to leave out. Each client's max_outbuf applies. */
+static int hs_broadcast(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  int ftype = lua_type(L, 2);
+  uint64_t skip = 0;
+  if (ftype == LUA_TUSERDATA) {
+    hs_conn_t *x = hs_lconn_test(L, 2);
+    skip = x ? x->id : 0;
+    lua_getfield(L, 2, "id");
+    skip = (uint64_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  } else if (ftype != LUA_TNONE && ftype != LUA_TNIL && ftype != LUA_TFUNCTION) {
+    return luaL_argerror(L, 2, "a function or a connection expected");
+  }
+  int n = push_clients(L, srv);
+  int list = lua_gettop(L), sent = 0;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    hs_conn_t *c = hs_lconn_test(L, -1);
+    if (!c || !hs_conn_is_open(c) || c->id == skip) {
+      lua_pop(L, 1);
+      continue;
+    }
+    if (ftype == LUA_TFUNCTION) {
+      lua_pushvalue(L, 2);
+      lua_pushvalue(L, -2);
+      lua_call(L, 1, 1);
+      int ok = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+      c = hs_lconn_test(L, -1); /* the filter may have closed it */
+      if (!ok || !c || !hs_conn_is_open(c)) {
+        lua_pop(L, 1);
+        continue;
+      }
+    }
+    lua_pop(L, 1);
+    if (c->flags & HS_CONN_SHUTDOWN) continue;
+    if (hs_conn_send(c, data, len) != 0) {
+      hs_conn_abort(c, "out of memory");
+      continue;
+    }
+    if (hs_conn_check_outbuf(c) == 0) sent++;
+  }
+  lua_pushinteger(L, sent);
+  return 1;
+}
+
+/* hs.log.<level>(...): the arguments joined like print() does. */
+static int log_at(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  int level = (int)lua_tointeger(L, lua_upvalueindex(1));
+  if (level < srv->log_level) return 0;
+  luaL_Buffer b;
+  int n = lua_gettop(L);
+  luaL_buffinit(L, &b);
+  for (int i = 1; i <= n; i++) {
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+    if (i < n) luaL_addchar(&b, ' ');
+  }
+  luaL_pushresult(&b);
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  hs_log_write(level, srv->current ? srv->current->id : 0, s, len);
+  return 0;
+}
+
+static int hs_stats(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  const hs_stats_t *s = &srv->stats;
+  struct {
+    const char *k;
+    uint64_t v;
+  } f[] = {{"accepted", s->accepted},
+           {"rejected", s->rejected},
+           {"active", s->active},
+           {"closed", s->closed},
+           {"bytes_in", s->bytes_in},
+           {"bytes_out", s->bytes_out},
+           {"frames_in", s->frames_in},
+           {"handler_errors", s->handler_errors},
+           {"handler_timeouts", s->handler_timeouts},
+           {"oversize_frames", s->oversize_frames},
+           {"outbuf_disconnects", s->outbuf_disconnects},
+           {"timeouts", s->timeouts},
+           {"reload_ok", s->reload_ok},
+           {"reload_failed", s->reload_failed},
+           {"generation", s->generation},
+           {"lua_memory", srv->lua_mem}};
+  lua_createtable(L, 0, (int)(sizeof f / sizeof *f));
+  for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+    lua_pushinteger(L, (lua_Integer)f[i].v);
+    lua_setfield(L, -2, f[i].k);
+  }
+  return 1;
+}
+
+static int hs_reload(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  hs_server_request_reload(srv, "hs.reload");
+  return 0;
+}
+
+static const luaL_Reg funcs[] = {{"after", hs_after},       {"every", hs_every},
+                                 {"sleep", hs_sleep},       {"now", hs_now},
+                                 {"clients", hs_clients},   {"broadcast", hs_broadcast},
+                                 {"stats", hs_stats},       {"reload", hs_reload},
+                                 {NULL, NULL}};
+
+int hs_lhotsock_open(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  if (luaL_newmetatable(L, TIMER_MT)) {
+    lua_newtable(L);
+    lua_pushcfunction(L, timer_cancel);
+    lua_setfield(L, -2, "cancel");
+    lua_pushcfunction(L, timer_active);
+    lua_setfield(L, -2, "active");
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  lua_newtable(L);
+  const char *levels[] = {"debug", "info", "warn", "error"};
+  for (int i = 0; i < 4; i++) {
+    lua_pushinteger(L, i);
+    lua_pushcclosure(L, log_at, 1);
+    lua_setfield(L, -2, levels[i]);
+  }
+  lua_setfield(L, -2, "log");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->shared_ref);
+  lua_setfield(L, -2, "shared");
+  lua_pushliteral(L, HS_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

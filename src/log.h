@@ -1,0 +1,34 @@
+/* log.h: one-line leveled log to stderr. */
+#ifndef HS_LOG_H
+#define HS_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum hs_log_level {
+  HS_LOG_DEBUG = 0,
+  HS_LOG_INFO,
+  HS_LOG_WARN,
+  HS_LOG_ERROR
+} hs_log_level_t;
+
+/* Parse "debug", "info", "warn" or "error"; -1 when unknown. */
+int hs_log_parse_level(const char *s);
+const char *hs_log_level_name(int level);
+
+/* Write one line: "2026-11-25T11:30:00.123Z warn conn 7: message". conn_id 0
+ * means no connection. Newlines inside msg are written as "\n" so each entry
+ * stays one line. The minimum level is the caller's (server's) business. */
+void hs_log_write(int level, uint64_t conn_id, const char *msg, size_t len);
+
+#if defined(__GNUC__)
+#define HS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define HS_PRINTF(a, b)
+#endif
+
+/* Format and write, when level >= min_level. */
+void hs_logf(int min_level, int level, uint64_t conn_id, const char *fmt, ...)
+    HS_PRINTF(4, 5);
+
+#endif

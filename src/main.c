@@ -1,0 +1,221 @@
+/* main.c: the command line, start-up, and the exit code.
+ *
+ *   hotsock [options] SCRIPT [ARGS...]
+ *
+ * Exit codes: 0 clean stop, 1 runtime failure (cannot listen...), 2 bad
+ * usage or a script that does not load. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hotsock.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: hotsock [options] SCRIPT [ARGS...]\n"
+          "\n"
+          "Run a Lua script that serves TCP clients. The script returns a table of\n"
+          "handlers; see docs/lua-api.md. Editing the script reloads it live.\n"
+          "\n"
+          "options:\n"
+          "  -l, --listen ADDR       listen on ADDR (repeatable; overrides the script):\n"
+          "                          host:port, [v6]:port, :port (all interfaces),\n"
+          "                          unix:/path. Port 0 picks a free port.\n"
+          "      --check             load and validate the script, then exit\n"
+          "      --no-watch          do not reload when the script changes (SIGHUP does)\n"
+          "      --log-level LEVEL   debug, info (default), warn or error\n"
+          "      --max-clients N     clients served at once (default 10000)\n"
+          "      --max-frame BYTES   longest message (default 65536)\n"
+          "      --max-inbuf BYTES   unframed input per client (default 1 MiB)\n"
+          "      --max-outbuf BYTES  queued output per client (default 8 MiB)\n"
+          "      --backlog N         listen backlog (default SOMAXCONN)\n"
+          "      --drain-timeout MS  output drain time at shutdown (default 5000)\n"
+          "      --handler-budget MS time one event may take (default 100)\n"
+          "      --max-lua-memory BYTES  Lua heap cap (default 256 MiB)\n"
+          "  -V, --version           print the version\n"
+          "  -h, --help              print this help\n"
+          "\n"
+          "The default address is 127.0.0.1:7000 when neither the script nor -l\n"
+          "names one. SIGHUP reloads; SIGINT/SIGTERM stop after draining output.\n");
+}
+
+enum {
+  OPT_CHECK = 256,
+  OPT_NO_WATCH,
+  OPT_LOG_LEVEL,
+  OPT_MAX_CLIENTS,
+  OPT_MAX_FRAME,
+  OPT_MAX_INBUF,
+  OPT_MAX_OUTBUF,
+  OPT_BACKLOG,
+  OPT_DRAIN,
+  OPT_BUDGET,
+  OPT_LUA_MEM
+};
+
+static int parse_size(const char *opt, const char *s, size_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || v == 0 || s[0] == '-') {
+    fprintf(stderr, "hotsock: %s needs a positive integer, not \"%s\"\n", opt, s);
+    return -1;
+  }
+  *out = (size_t)v;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"listen", required_argument, NULL, 'l'},
+      {"check", no_argument, NULL, OPT_CHECK},
+      {"no-watch", no_argument, NULL, OPT_NO_WATCH},
+      {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+      {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+      {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
+      {"max-inbuf", required_argument, NULL, OPT_MAX_INBUF},
+      {"max-outbuf", required_argument, NULL, OPT_MAX_OUTBUF},
+      {"backlog", required_argument, NULL, OPT_BACKLOG},
+      {"drain-timeout", required_argument, NULL, OPT_DRAIN},
+      {"handler-budget", required_argument, NULL, OPT_BUDGET},
+      {"max-lua-memory", required_argument, NULL, OPT_LUA_MEM},
+      {"version", no_argument, NULL, 'V'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  hs_server_t srv;
+  memset(&srv, 0, sizeof srv);
+  srv.log_level = HS_LOG_INFO;
+  srv.load_budget = 500;
+  const char **listen = calloc((size_t)argc + 1, sizeof *listen);
+  int nlisten = 0, watch = 1, ch;
+  size_t v;
+  if (!listen) return 1;
+  /* "+": options end at the script; what follows belongs to it. */
+  while ((ch = getopt_long(argc, argv, "+l:Vh", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'l': listen[nlisten++] = optarg; break;
+    case OPT_CHECK: srv.check_only = 1; break;
+    case OPT_NO_WATCH: watch = 0; break;
+    case OPT_LOG_LEVEL:
+      srv.log_level = hs_log_parse_level(optarg);
+      if (srv.log_level < 0) {
+        fprintf(stderr, "hotsock: --log-level is debug, info, warn or error, not \"%s\"\n",
+                optarg);
+        return 2;
+      }
+      break;
+    case OPT_MAX_CLIENTS:
+      if (parse_size("--max-clients", optarg, &srv.cli.max_clients)) return 2;
+      break;
+    case OPT_MAX_FRAME:
+      if (parse_size("--max-frame", optarg, &srv.cli.max_frame)) return 2;
+      break;
+    case OPT_MAX_INBUF:
+      if (parse_size("--max-inbuf", optarg, &srv.cli.max_inbuf)) return 2;
+      break;
+    case OPT_MAX_OUTBUF:
+      if (parse_size("--max-outbuf", optarg, &srv.cli.max_outbuf)) return 2;
+      break;
+    case OPT_BACKLOG:
+      if (parse_size("--backlog", optarg, &v)) return 2;
+      srv.cli.backlog = v > INT_MAX ? INT_MAX : (int)v;
+      break;
+    case OPT_DRAIN:
+      if (parse_size("--drain-timeout", optarg, &v)) return 2;
+      srv.cli.drain_timeout = v;
+      break;
+    case OPT_BUDGET:
+      if (parse_size("--handler-budget", optarg, &v)) return 2;
+      srv.cli.handler_budget = v;
+      break;
+    case OPT_LUA_MEM:
+      if (parse_size("--max-lua-memory", optarg, &srv.cli.max_lua_memory)) return 2;
+      break;
+    case 'V': printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string()); return 0;
+    case 'h': usage(stdout); return 0;
+    default:
+      fprintf(stderr, "Try 'hotsock --help'.\n");
+      return 2;
+    }
+  }
+  if (optind >= argc) {
+    fprintf(stderr, "hotsock: no script given\n");
+    usage(stderr);
+    return 2;
+  }
+  srv.script_path = argv[optind];
+  srv.argc = argc - optind - 1;
+  srv.argv = argv + optind + 1;
+  FILE *probe = fopen(srv.script_path, "r");
+  if (!probe) {
+    fprintf(stderr, "hotsock: cannot open script %s: %s\n", srv.script_path, strerror(errno));
+    return 2;
+  }
+  fclose(probe);
+  char real[PATH_MAX];
+  if (realpath(srv.script_path, real)) {
+    char *slash = strrchr(real, '/');
+    if (slash) *slash = 0;
+    snprintf(srv.script_dir, sizeof srv.script_dir, "%s", real[0] ? real : "/");
+  } else {
+    snprintf(srv.script_dir, sizeof srv.script_dir, ".");
+  }
+
+  /* A peer that goes away mid-write is a normal close, not a signal. */
+  signal(SIGPIPE, SIG_IGN);
+
+  uv_loop_t *loop = uv_default_loop();
+  if (hs_server_init(&srv, loop) != 0 || hs_script_open(&srv) != 0) {
+    fprintf(stderr, "hotsock: out of memory at start-up\n");
+    return 1;
+  }
+  /* The heap cap applies from the first load on. */
+  srv.limits.max_lua_memory = srv.cli.max_lua_memory ? srv.cli.max_lua_memory
+                                                     : 256u * 1024 * 1024;
+  srv.limits.handler_budget = 100;
+  char err[4096];
+  if (hs_script_load(&srv, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s\n", err);
+    return 2;
+  }
+  char **addrs = NULL;
+  int naddrs = 0;
+  if (!nlisten) naddrs = hs_script_listen_addrs(&srv, &addrs);
+  if (srv.check_only) {
+    printf("%s: OK (%s style, framing %s)\n", srv.script_path,
+           srv.coro_style ? "coroutine" : "event", hs_framer_name(&srv.framer));
+    return 0;
+  }
+  int rc = 0;
+  if (nlisten) {
+    for (int i = 0; i < nlisten && !rc; i++) rc = hs_server_listen(&srv, listen[i]);
+  } else if (naddrs) {
+    for (int i = 0; i < naddrs && !rc; i++) rc = hs_server_listen(&srv, addrs[i]);
+  } else {
+    rc = hs_server_listen(&srv, "127.0.0.1:7000");
+  }
+  for (int i = 0; i < naddrs; i++) free(addrs[i]);
+  free(addrs);
+  free(listen);
+  if (rc != 0) {
+    srv.stopping = 1;
+    hs_server_stop(&srv);
+    uv_run(loop, UV_RUN_DEFAULT);
+    hs_script_close(&srv);
+    hs_server_free(&srv);
+    uv_loop_close(loop);
+    return 1;
+  }
+  hs_server_signals(&srv);
+  if (watch) hs_watch_start(&srv);
+  uv_run(loop, UV_RUN_DEFAULT);
+  hs_log(&srv, HS_LOG_INFO, "stopped");
+  hs_script_close(&srv);
+  hs_server_free(&srv);
+  uv_loop_close(loop);
+  return srv.exit_code;
+}

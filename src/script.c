@@ -1,0 +1,630 @@
+/* script.c: the lua_State. Loading and validating the handler module, the one
+ * protected door every C->Lua call goes through (with a traceback), the
+ * handler budget (an instruction-count hook that turns sticky), and the heap
+ * cap (through the allocator). */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "hotsock.h"
+
+#define HOOK_COUNT 1000 /* instructions between budget checks */
+
+hs_server_t *hs_server_from_lua(lua_State *L) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  return ud;
+}
+
+/* The allocator: counts the Lua heap and refuses to pass max_lua_memory. */
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  hs_server_t *srv = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    srv->lua_mem -= old;
+    return NULL;
+  }
+  if (nsize > old && srv->limits.max_lua_memory &&
+      srv->lua_mem + (nsize - old) > srv->limits.max_lua_memory)
+    return NULL;
+  void *p = realloc(ptr, nsize);
+  if (!p) return NULL;
+  srv->lua_mem = srv->lua_mem - old + nsize;
+  return p;
+}
+
+/* Count hook: once the deadline passes, every instruction raises, so a pcall
+ * in the script cannot swallow the stop: its caller's next instruction raises
+ * again, all the way out. */
+static void budget_hook(lua_State *L, lua_Debug *ar) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  (void)ar;
+  if (srv->budget_depth == 0) return;
+  if (!srv->budget_tripped) {
+    if (uv_hrtime() < srv->budget_deadline) return;
+    srv->budget_tripped = 1;
+  }
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->budget_ms);
+}
+
+void hs_script_budget_start(hs_server_t *srv, uint64_t ms) {
+  if (srv->budget_depth++ > 0) return;
+  srv->budget_ms = ms;
+  srv->budget_tripped = 0;
+  srv->budget_deadline = ms ? uv_hrtime() + ms * 1000000u : UINT64_MAX;
+}
+
+/* End a budgeted call; returns 1 when its budget ran out. */
+int hs_script_budget_stop(hs_server_t *srv) {
+  int tripped = srv->budget_tripped;
+  if (--srv->budget_depth > 0) return tripped;
+  if (tripped) {
+    srv->budget_tripped = 0;
+    lua_sethook(srv->L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  }
+  return tripped;
+}
+
+/* Message handler: the error with a traceback. */
+static int msgh(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Push module[name] when it is a function and return 1; else push nothing. */
+int hs_script_get_handler(hs_server_t *srv, const char *name) {
+  lua_State *L = srv->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
+  if (lua_getfield(L, -1, name) == LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* A handler failed; the error (with traceback) is on top of L. Count it, give
+ * it to on_error when the script has one, else log it and close the
+ * connection. Pops the error. */
+static void handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what,
+                           int status, int tripped) {
+  lua_State *L = srv->L;
+  srv->stats.handler_errors++;
+  if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+  if (tripped) {
+    srv->stats.handler_timeouts++;
+    hs_log_conn(srv, c, HS_LOG_ERROR, "%s exceeded handler_budget (%llu ms)%s", what,
+                (unsigned long long)srv->budget_ms, c ? "; closing" : "");
+    lua_pop(L, 1);
+    if (c && hs_conn_is_open(c)) hs_conn_abort(c, "handler timeout");
+    return;
+  }
+  if (c && hs_conn_is_open(c) && strcmp(what, "on_error") != 0 &&
+      strcmp(what, "on_close") != 0 && hs_script_get_handler(srv, "on_error")) {
+    lua_insert(L, -2);        /* on_error, err */
+    hs_lconn_push(srv, c);    /* on_error, err, conn */
+    lua_insert(L, -2);        /* on_error, conn, err */
+    hs_script_call(srv, c, 2, "on_error");
+    return;
+  }
+  hs_log_conn(srv, c, HS_LOG_ERROR, "error in %s: %s%s", what, lua_tostring(L, -1),
+              c && hs_conn_is_open(c) ? " (closing this connection)" : "");
+  lua_pop(L, 1);
+  if (c && hs_conn_is_open(c)) hs_conn_close(c, "handler error");
+}
+
+/* The protected door: call the function below nargs arguments on L, under the
+ * handler budget, with a traceback on error. c is the connection the call is
+ * about (or NULL). Returns the Lua status; errors are handled here. */
+int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what) {
+  lua_State *L = srv->L;
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msgh);
+  lua_insert(L, base);
+  hs_conn_t *prev = srv->current;
+  srv->current = c;
+  hs_script_budget_start(srv, srv->limits.handler_budget);
+  int st = lua_pcall(L, nargs, 0, base);
+  int tripped = hs_script_budget_stop(srv);
+  srv->current = prev;
+  lua_remove(L, base);
+  if (st != LUA_OK) handler_failed(srv, c, what, st, tripped);
+  return st;
+}
+
+/* Resume c's handler coroutine with nargs values already pushed on it. */
+int hs_script_resume(hs_server_t *srv, hs_conn_t *c, int nargs) {
+  lua_State *L = srv->L, *co = c->co;
+  int nres;
+  hs_conn_t *prev = srv->current;
+  srv->current = c;
+  c->co_running = 1;
+  hs_script_budget_start(srv, srv->limits.handler_budget);
+  int st = lua_resume(co, L, nargs, &nres);
+  int tripped = hs_script_budget_stop(srv);
+  c->co_running = 0;
+  srv->current = prev;
+  if (st == LUA_YIELD) {
+    lua_pop(co, nres);
+    if (c->flags & HS_CONN_FINISHED) {
+      hs_conn_drop_coroutine(c);
+    } else if (c->wait == HS_WAIT_NONE) {
+      srv->stats.handler_errors++;
+      hs_log_conn(srv, c, HS_LOG_ERROR,
+                  "handle yielded without waiting on anything (a bare coroutine.yield?); "
+                  "closing this connection");
+      hs_conn_drop_coroutine(c);
+      hs_conn_close(c, "handler error");
+    }
+    return st;
+  }
+  if (st == LUA_OK) {
+    lua_settop(co, 0);
+    hs_conn_drop_coroutine(c);
+    if (hs_conn_is_open(c)) hs_conn_close(c, "closed");
+    return st;
+  }
+  const char *msg = lua_tostring(co, -1);
+  luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+  hs_conn_drop_coroutine(c);
+  handler_failed(srv, c, "handle", st, tripped);
+  if (hs_conn_is_open(c)) hs_conn_close(c, "handler error");
+  return st;
+}
+
+/* ---- the handler module ---- */
+
+static const char *const handler_names[] = {
+    "on_connect", "on_message", "on_close",    "on_drain", "on_timeout",
+    "on_error",   "on_reload",  "on_shutdown", "handle",   NULL};
+
+/* Parse a framing spec at idx (a string or a table). 0, or -1 with err. */
+int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *s = lua_tostring(L, idx);
+    if (strcmp(s, "raw") == 0) hs_framer_raw(f);
+    else if (strcmp(s, "line") == 0 || strcmp(s, "*l") == 0) hs_framer_line(f);
+    else if (strcmp(s, "*a") == 0) hs_framer_all(f);
+    else {
+      snprintf(err, errlen, "unknown framing \"%s\" (use \"raw\", \"line\", or a table "
+               "{delimiter=}, {length=}, {exact=})", s);
+      return -1;
+    }
+    return 0;
+  }
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_Integer n = lua_tointeger(L, idx);
+    if (!lua_isinteger(L, idx) || n <= 0 || hs_framer_exact(f, (size_t)n) != 0) {
+      snprintf(err, errlen, "a byte count must be a positive integer");
+      return -1;
+    }
+    return 0;
+  }
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    snprintf(err, errlen, "framing must be a string or a table, not %s",
+             luaL_typename(L, idx));
+    return -1;
+  }
+  int found = 0, bad = 0;
+  if (lua_getfield(L, idx, "delimiter") != LUA_TNIL) {
+    size_t len;
+    const char *d = lua_tolstring(L, -1, &len);
+    found++;
+    if (!d || lua_type(L, -1) != LUA_TSTRING || hs_framer_delim(f, d, len) != 0) {
+      snprintf(err, errlen, "delimiter must be a string of 1 to %d bytes", HS_DELIM_MAX);
+      bad = 1;
+    }
+  }
+  lua_pop(L, 1);
+  if (!bad && lua_getfield(L, idx, "length") != LUA_TNIL) {
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    found++;
+    if (!k || hs_framer_length(f, k) != 0) {
+      snprintf(err, errlen, "length must be one of \"u8\", \"u16be\", \"u16le\", "
+               "\"u32be\", \"u32le\", \"varint\"");
+      bad = 1;
+    }
+  }
+  lua_pop(L, 1);
+  if (!bad && lua_getfield(L, idx, "exact") != LUA_TNIL) {
+    int isint;
+    lua_Integer n = lua_tointegerx(L, -1, &isint);
+    found++;
+    if (!isint || n <= 0 || hs_framer_exact(f, (size_t)n) != 0) {
+      snprintf(err, errlen, "exact must be a positive integer");
+      bad = 1;
+    }
+  }
+  lua_pop(L, 1);
+  if (bad) return -1;
+  if (found != 1) {
+    snprintf(err, errlen, "a framing table needs exactly one of delimiter, length, exact");
+    return -1;
+  }
+  return 0;
+}
+
+/* Read a positive integer field; 0 when absent, -1 with err when invalid. */
+static int get_size(lua_State *L, int idx, const char *name, size_t *out, int allow_zero,
+                    char *err, size_t errlen) {
+  int t = lua_getfield(L, idx, name);
+  int r = 0;
+  if (t != LUA_TNIL) {
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < 0 || (v == 0 && !allow_zero)) {
+      snprintf(err, errlen, "%s must be a %s integer", name,
+               allow_zero ? "non-negative" : "positive");
+      r = -1;
+    } else {
+      *out = (size_t)v;
+      r = 1;
+    }
+  }
+  lua_pop(L, 1);
+  return r;
+}
+
+/* Check the module at idx and read its settings into lim and f (which hold
+ * defaults on entry). Returns NULL, or err filled with what is wrong. */
+static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_framer_t *f,
+                               char *err, size_t errlen) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    snprintf(err, errlen, "the script must return a table of handlers, not %s",
+             luaL_typename(L, idx));
+    return err;
+  }
+  /* Handlers: functions; unknown on_* names are typos. */
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (lua_type(L, -2) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -2);
+      int known = 0;
+      for (int i = 0; handler_names[i]; i++)
+        if (strcmp(k, handler_names[i]) == 0) known = 1;
+      if (known && lua_type(L, -1) != LUA_TFUNCTION) {
+        snprintf(err, errlen, "%s must be a function, not %s", k, luaL_typename(L, -1));
+        lua_pop(L, 2);
+        return err;
+      }
+      if (!known && strncmp(k, "on_", 3) == 0) {
+        snprintf(err, errlen, "unknown handler \"%s\" (handlers are on_connect, "
+                 "on_message, on_close, on_drain, on_timeout, on_error, on_reload, "
+                 "on_shutdown, handle)", k);
+        lua_pop(L, 2);
+        return err;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  int has_handle = lua_getfield(L, idx, "handle") == LUA_TFUNCTION;
+  int has_msg = lua_getfield(L, idx, "on_message") == LUA_TFUNCTION;
+  int has_conn = lua_getfield(L, idx, "on_connect") == LUA_TFUNCTION;
+  lua_pop(L, 3);
+  if (!has_handle && !has_msg && !has_conn) {
+    snprintf(err, errlen, "the module has no handler: give it handle(conn) "
+             "(coroutine style) or on_connect/on_message (event style)");
+    return err;
+  }
+  if (has_handle && has_msg) {
+    snprintf(err, errlen, "the module has both handle and on_message: pick one style");
+    return err;
+  }
+  if (lua_getfield(L, idx, "framing") != LUA_TNIL) {
+    char ferr[200];
+    if (hs_script_parse_framing(L, -1, f, ferr, sizeof ferr) != 0) {
+      snprintf(err, errlen, "framing: %s", ferr);
+      lua_pop(L, 1);
+      return err;
+    }
+  }
+  lua_pop(L, 1);
+  size_t v;
+  struct {
+    const char *name;
+    size_t *dst;
+    uint64_t *dst64;
+  } sizes[] = {
+      {"max_clients", &lim->max_clients, NULL},  {"max_frame", &lim->max_frame, NULL},
+      {"max_inbuf", &lim->max_inbuf, NULL},      {"max_outbuf", &lim->max_outbuf, NULL},
+      {"low_water", &lim->low_water, NULL},      {"max_lua_memory", &lim->max_lua_memory, NULL},
+      {"drain_timeout", NULL, &lim->drain_timeout},
+      {"handler_budget", NULL, &lim->handler_budget},
+  };
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    int allow0 = strcmp(sizes[i].name, "low_water") == 0 ||
+                 strcmp(sizes[i].name, "drain_timeout") == 0;
+    int r = get_size(L, idx, sizes[i].name, &v, allow0, err, errlen);
+    if (r < 0) return err;
+    if (r > 0) {
+      if (sizes[i].dst) *sizes[i].dst = v;
+      else *sizes[i].dst64 = v;
+    }
+  }
+  int r = get_size(L, idx, "backlog", &v, 0, err, errlen);
+  if (r < 0) return err;
+  if (r > 0) lim->backlog = v > INT_MAX ? INT_MAX : (int)v;
+  int t = lua_getfield(L, idx, "timeouts");
+  if (t == LUA_TTABLE) {
+    const char *names[] = {"idle", "read", "write", "frame"};
+    uint64_t *dst[] = {&lim->timeouts.idle, &lim->timeouts.read, &lim->timeouts.write,
+                       &lim->timeouts.frame};
+    for (int i = 0; i < 4; i++) {
+      r = get_size(L, -1, names[i], &v, 1, err, errlen);
+      if (r < 0) {
+        lua_pop(L, 1);
+        return err;
+      }
+      if (r > 0) *dst[i] = v;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+      int ok = 0;
+      for (int i = 0; i < 4; i++) ok |= strcmp(k, names[i]) == 0;
+      lua_pop(L, 1);
+      if (!ok) {
+        snprintf(err, errlen, "unknown timeout \"%s\" (idle, read, write, frame)", k);
+        lua_pop(L, 2);
+        return err;
+      }
+    }
+  } else if (t != LUA_TNIL) {
+    snprintf(err, errlen, "timeouts must be a table like {idle = 30000}");
+    lua_pop(L, 1);
+    return err;
+  }
+  lua_pop(L, 1);
+  t = lua_getfield(L, idx, "listen");
+  if (t != LUA_TNIL && t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TTABLE) {
+    snprintf(err, errlen, "listen must be an address, a port, or a list of them");
+    lua_pop(L, 1);
+    return err;
+  }
+  lua_pop(L, 1);
+  return NULL;
+}
+
+const char *hs_script_validate(lua_State *L, int idx, char *err, size_t errlen) {
+  hs_limits_t lim;
+  hs_framer_t f;
+  memset(&lim, 0, sizeof lim);
+  return read_module(L, idx, &lim, &f, err, errlen);
+}
+
+static void default_limits(hs_limits_t *l) {
+  memset(l, 0, sizeof *l);
+  l->max_clients = 10000;
+  l->max_frame = 64 * 1024;
+  l->max_inbuf = 1024 * 1024;
+  l->max_outbuf = 8 * 1024 * 1024;
+  l->low_water = 16 * 1024;
+  l->backlog = SOMAXCONN;
+  l->drain_timeout = 5000;
+  l->handler_budget = 100;
+  l->max_lua_memory = 256u * 1024 * 1024;
+  l->timeouts.idle = 0;
+  l->timeouts.read = 0;
+  l->timeouts.write = 60000;
+  l->timeouts.frame = 30000;
+}
+
+/* Command-line settings win over the module's. */
+static void apply_cli(const hs_limits_t *cli, hs_limits_t *l) {
+  if (cli->max_clients) l->max_clients = cli->max_clients;
+  if (cli->max_frame) l->max_frame = cli->max_frame;
+  if (cli->max_inbuf) l->max_inbuf = cli->max_inbuf;
+  if (cli->max_outbuf) l->max_outbuf = cli->max_outbuf;
+  if (cli->backlog) l->backlog = cli->backlog;
+  if (cli->drain_timeout) l->drain_timeout = cli->drain_timeout;
+  if (cli->handler_budget) l->handler_budget = cli->handler_budget;
+  if (cli->max_lua_memory) l->max_lua_memory = cli->max_lua_memory;
+}
+
+/* Compile and run the script in a fresh environment under the load budget,
+ * check what it returns, and on success make it the module. The old module
+ * stays in place on any failure. Returns 0, or -1 with err filled. */
+int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
+  lua_State *L = srv->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, msgh);
+  int base = lua_gettop(L);
+  int st = luaL_loadfile(L, srv->script_path);
+  if (st != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    return -1;
+  }
+  /* A fresh _ENV that reads through to the globals: what one version of the
+   * script sets does not leak into the next. */
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  if (!lua_setupvalue(L, base + 1, 1)) lua_pop(L, 1);
+  for (int i = 0; i < srv->argc; i++) lua_pushstring(L, srv->argv[i]);
+  hs_script_budget_start(srv, srv->load_budget);
+  st = lua_pcall(L, srv->argc, 1, base);
+  int tripped = hs_script_budget_stop(srv);
+  if (st != LUA_OK) {
+    if (tripped)
+      snprintf(err, errlen, "%s: loading took longer than %llu ms", srv->script_path,
+               (unsigned long long)srv->load_budget);
+    else
+      snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_settop(L, top);
+    if (st == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+    return -1;
+  }
+  hs_limits_t lim;
+  hs_framer_t f;
+  default_limits(&lim);
+  hs_framer_raw(&f);
+  char merr[512];
+  if (read_module(L, -1, &lim, &f, merr, sizeof merr)) {
+    snprintf(err, errlen, "%s: %s", srv->script_path, merr);
+    lua_settop(L, top);
+    return -1;
+  }
+  apply_cli(&srv->cli, &lim);
+  lua_getfield(L, -1, "handle");
+  srv->coro_style = lua_type(L, -1) == LUA_TFUNCTION;
+  lua_pop(L, 1);
+  if (srv->module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->module_ref);
+  srv->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  srv->limits = lim;
+  srv->framer = f;
+  lua_settop(L, top);
+  return 0;
+}
+
+/* The addresses the module's listen field names, copied into *addrs (free
+ * each and the array). Returns how many. */
+int hs_script_listen_addrs(hs_server_t *srv, char ***addrs) {
+  lua_State *L = srv->L;
+  int top = lua_gettop(L);
+  *addrs = NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
+  int t = lua_getfield(L, -1, "listen");
+  if (t == LUA_TNIL) {
+    lua_settop(L, top);
+    return 0;
+  }
+  if (t != LUA_TTABLE) {
+    lua_createtable(L, 1, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1); /* {listen} */
+  }
+  int count = (int)luaL_len(L, -1);
+  char **list = calloc((size_t)count + 1, sizeof *list);
+  for (int i = 0; list && i < count; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    if (lua_type(L, -1) == LUA_TNUMBER)
+      lua_pushfstring(L, "127.0.0.1:%d", (int)lua_tointeger(L, -1));
+    const char *a = lua_tostring(L, -1);
+    list[i] = strdup(a ? a : "?");
+  }
+  lua_settop(L, top);
+  *addrs = list;
+  return list ? count : 0;
+}
+
+static void set_path(lua_State *L, const char *field, const char *prefix) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, field);
+  lua_pushfstring(L, "%s;%s", prefix, lua_tostring(L, -1));
+  lua_setfield(L, -3, field);
+  lua_pop(L, 2);
+}
+
+/* Create the Lua state: libraries, the hotsock module, package.path with the
+ * script's folder and the shipped helpers, and the arg table. */
+int hs_script_open(hs_server_t *srv) {
+  lua_State *L = lua_newstate(l_alloc, srv);
+  if (!L) return -1;
+  srv->L = L;
+  srv->module_ref = LUA_NOREF;
+  luaL_openlibs(L);
+  lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  hs_lconn_open(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, hs_lhotsock_open);
+  lua_setfield(L, -2, "hotsock");
+  lua_pop(L, 1);
+
+  /* Helpers: the script's folder first, then lua/ beside the binary's tree
+   * (build tree or install), then HOTSOCK_LUA_PATH. */
+  char exe[4096];
+  size_t sz = sizeof exe;
+  char paths[3 * 4096 + 512];
+  int off = snprintf(paths, sizeof paths, "%s/?.lua;%s/?/init.lua", srv->script_dir,
+                     srv->script_dir);
+  if (uv_exepath(exe, &sz) == 0) {
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    off += snprintf(paths + off, sizeof paths - (size_t)off,
+                    ";%s/../lua/?.lua;%s/../share/hotsock/lua/?.lua", exe, exe);
+  }
+  const char *extra = getenv("HOTSOCK_LUA_PATH");
+  if (extra && *extra) snprintf(paths + off, sizeof paths - (size_t)off, ";%s", extra);
+  set_path(L, "path", paths);
+
+  lua_createtable(L, srv->argc, 1);
+  lua_pushstring(L, srv->script_path);
+  lua_rawseti(L, -2, 0);
+  for (int i = 0; i < srv->argc; i++) {
+    lua_pushstring(L, srv->argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setglobal(L, "arg");
+
+  lua_newtable(L);
+  srv->shared_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+void hs_script_close(hs_server_t *srv) {
+  if (srv->L) lua_close(srv->L);
+  srv->L = NULL;
+}
+
+/* Load the script again and swap modules only when everything succeeded:
+ * the chunk ran, returned a valid module, and its on_reload(old) ran. */
+int hs_script_reload(hs_server_t *srv, const char *trigger) {
+  lua_State *L = srv->L;
+  char err[2048];
+  uint64_t t0 = uv_hrtime();
+  int old_ref = srv->module_ref;
+  hs_limits_t old_limits = srv->limits;
+  hs_framer_t old_framer = srv->framer;
+  int old_style = srv->coro_style;
+  /* Keep the old module alive while the new one loads. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
+  srv->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int r = hs_script_load(srv, err, sizeof err);
+  if (r == 0 && hs_script_get_handler(srv, "on_reload")) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
+    if (hs_script_call(srv, NULL, 1, "on_reload") != LUA_OK) {
+      snprintf(err, sizeof err, "on_reload failed (see the error above)");
+      r = -1;
+    }
+  }
+  if (r == 0 && srv->coro_style != old_style) {
+    snprintf(err, sizeof err, "a reload cannot switch between handle and event style");
+    r = -1;
+  }
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  if (r != 0) {
+    if (srv->module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->module_ref);
+    srv->module_ref = old_ref;
+    srv->limits = old_limits;
+    srv->framer = old_framer;
+    srv->coro_style = old_style;
+    srv->stats.reload_failed++;
+    hs_log(srv, HS_LOG_ERROR, "reload (%s) failed, generation %llu keeps serving: %s",
+           trigger, (unsigned long long)srv->stats.generation, err);
+    return -1;
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, old_ref);
+  srv->stats.reload_ok++;
+  srv->stats.generation++;
+  hs_log(srv, HS_LOG_INFO, "reloaded (%s): generation %llu in %.1f ms", trigger,
+         (unsigned long long)srv->stats.generation, ms);
+  return 0;
+}
