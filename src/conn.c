@@ -269,6 +269,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     hs_buf_release(&c->in, &srv->pool);
     return;
   }
+  /* A coroutine busy with something else: let TCP hold further input rather
+   * than our heap. receive() reads again when it has to wait. */
+  if ((c->flags & HS_CONN_CORO) && c->wait != HS_WAIT_READ &&
+      hs_buf_len(&c->in) >= HS_POOL_BLOCK)
+    stop_reading(c);
   if (hs_buf_len(&c->in) > srv->limits.max_inbuf) {
     hs_log_conn(srv, c, HS_LOG_WARN, "input buffer over max_inbuf (%zu bytes); closing",
                 srv->limits.max_inbuf);
@@ -396,6 +401,12 @@ static uint64_t deadline_of(const hs_conn_t *c, const char **which) {
   } while (0)
   uint64_t act = c->last_read > c->last_write ? c->last_read : c->last_write;
   int reading = !(c->flags & (HS_CONN_EOF | HS_CONN_PAUSED));
+  if (c->flags & HS_CONN_CLOSING) {
+    /* Only the output still draining can time out now. */
+    if (c->to.write && hs_conn_buffered(c) > 0) best = c->last_write + c->to.write, w = "write";
+    if (which) *which = w;
+    return best;
+  }
   CONSIDER(c->to.idle, act + c->to.idle, "idle");
   CONSIDER(c->to.read && reading, c->last_read + c->to.read, "read");
   CONSIDER(c->to.write && hs_conn_buffered(c) > 0, c->last_write + c->to.write, "write");

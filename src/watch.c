@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+
 #include "hotsock.h"
 
 #define DEBOUNCE_MS 50
@@ -22,11 +24,20 @@ static void debounce_cb(uv_timer_t *t) {
   hs_server_request_reload(w->srv, "file change");
 }
 
-/* Modules the script required from its own folder count as the script. */
+/* The script itself, or a module it required from its own folder: a file
+ * "name.lua" here whose module "name" is in package.loaded. */
 static int watched_name(hs_watch_t *w, const char *name) {
   size_t n = strlen(name);
   if (strcmp(name, w->file) == 0) return 1;
-  return n > 4 && strcmp(name + n - 4, ".lua") == 0;
+  if (n <= 4 || n > 200 || strcmp(name + n - 4, ".lua") != 0) return 0;
+  char mod[200];
+  memcpy(mod, name, n - 4);
+  mod[n - 4] = 0;
+  lua_State *L = w->srv->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  int loaded = lua_getfield(L, -1, mod) != LUA_TNIL;
+  lua_pop(L, 2);
+  return loaded;
 }
 
 static void fs_cb(uv_fs_event_t *h, const char *filename, int events, int status) {
