@@ -55,7 +55,7 @@ void hs_buf_release(hs_buf_t *b, hs_pool_t *pool) {
 }
 
 char *hs_buf_reserve(hs_buf_t *b, size_t n, hs_pool_t *pool) {
-  if (b->cap - b->wpos >= n) return b->data + b->wpos;
+  if (b->data && b->cap - b->wpos >= n) return b->data + b->wpos;
   size_t len = b->wpos - b->rpos;
   if (b->data && b->rpos > 0 && b->cap - len >= n) {
     /* Enough room once the unread bytes move to the front. */
@@ -64,7 +64,7 @@ char *hs_buf_reserve(hs_buf_t *b, size_t n, hs_pool_t *pool) {
     b->wpos = len;
     return b->data + b->wpos;
   }
-  if (len > (size_t)-1 / 2 - n) return NULL; /* would overflow */
+  if (n > (size_t)-1 / 2 || len > (size_t)-1 / 2 - n) return NULL; /* would overflow */
   size_t need = len + n;
   if (!b->data && need <= HS_POOL_BLOCK) {
     char *blk = pool_get(pool);

@@ -31,7 +31,9 @@ void hs_buf_init(hs_buf_t *b);
 void hs_buf_release(hs_buf_t *b, hs_pool_t *pool);
 
 static inline size_t hs_buf_len(const hs_buf_t *b) { return b->wpos - b->rpos; }
-static inline const char *hs_buf_peek(const hs_buf_t *b) { return b->data + b->rpos; }
+static inline const char *hs_buf_peek(const hs_buf_t *b) {
+  return b->data ? b->data + b->rpos : "";
+}
 
 /* Make room for at least n more bytes and return where to write them, or NULL
  * when memory runs out. Moves unread bytes to the front before growing. */

@@ -138,6 +138,7 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
   switch (f->kind) {
   case HS_FRAME_RAW:
     if (n == 0) return HS_FRAME_MORE;
+    if (max_frame == 0) return HS_FRAME_TOOBIG; /* no progress is possible */
     out->off = 0;
     out->len = n < max_frame ? n : max_frame;
     out->consumed = out->len;
@@ -170,9 +171,11 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
     size_t at = find(p, n, from, f->delim, dl);
     if (at == n) {
       *scanned = n;
-      /* Up to dl-1 trailing bytes may be the start of the delimiter. */
-      size_t sure = n >= dl ? n - (dl - 1) : 0;
-      return sure > max_frame ? HS_FRAME_TOOBIG : HS_FRAME_MORE;
+      /* Only a tail that is itself a prefix of the delimiter may still turn
+       * into one; every byte before it is surely part of the frame. */
+      size_t tail = dl - 1 < n ? dl - 1 : n;
+      while (tail > 0 && memcmp(p + n - tail, f->delim, tail) != 0) tail--;
+      return n - tail > max_frame ? HS_FRAME_TOOBIG : HS_FRAME_MORE;
     }
     if (at > max_frame) return HS_FRAME_TOOBIG;
     out->off = 0, out->len = at, out->consumed = at + dl;

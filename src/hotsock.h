@@ -184,6 +184,13 @@ struct hs_server {
   struct hs_watch *watch;    /* the script watcher, or NULL */
   uint64_t load_budget;      /* ms a script load may take */
   const char *reload_trigger; /* a reload asked for, done before the loop sleeps */
+  int prev_module_ref;       /* the module before the last reload, during probation */
+  hs_limits_t prev_limits;   /* its settings */
+  hs_framer_t prev_framer;
+  uint64_t probation_until;  /* uv_now; 0 when no probation */
+  int probation_errors;      /* errors seen in the window */
+  int probation_limit;       /* rollback_errors */
+  uint64_t probation_window; /* within, ms */
   int stop_started;          /* the stop sequence ran */
   int closing_all;           /* handles are being closed; uv_run will return */
 };

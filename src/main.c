@@ -190,6 +190,7 @@ int main(int argc, char **argv) {
            srv.coro_style ? "coroutine" : "event", hs_framer_name(&srv.framer));
     return 0;
   }
+  hs_server_signals(&srv);
   int rc = 0;
   if (nlisten) {
     for (int i = 0; i < nlisten && !rc; i++) rc = hs_server_listen(&srv, listen[i]);
@@ -210,7 +211,6 @@ int main(int argc, char **argv) {
     uv_loop_close(loop);
     return 1;
   }
-  hs_server_signals(&srv);
   if (watch) hs_watch_start(&srv);
   uv_run(loop, UV_RUN_DEFAULT);
   hs_log(&srv, HS_LOG_INFO, "stopped");

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -96,6 +97,46 @@ int hs_script_get_handler(hs_server_t *srv, const char *name) {
   return 0;
 }
 
+/* End the probation of the module in service: the previous one is let go. */
+static void probation_end(hs_server_t *srv) {
+  if (srv->prev_module_ref != LUA_NOREF)
+    luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->prev_module_ref);
+  srv->prev_module_ref = LUA_NOREF;
+  srv->probation_until = 0;
+  srv->probation_errors = 0;
+}
+
+/* A handler error while a freshly reloaded module is on probation: after
+ * rollback_errors of them within the window, go back to the previous module.
+ * The swap is deferred to the before-sleep pass, outside any handler. */
+static void probation_error(hs_server_t *srv) {
+  if (!srv->probation_until) return;
+  if (uv_now(srv->loop) > srv->probation_until) {
+    probation_end(srv);
+    return;
+  }
+  if (++srv->probation_errors >= srv->probation_limit)
+    hs_server_request_reload(srv, "rollback");
+}
+
+/* Go back to the module that served before the last reload. */
+static void rollback(hs_server_t *srv) {
+  if (srv->prev_module_ref == LUA_NOREF) return;
+  luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->module_ref);
+  srv->module_ref = srv->prev_module_ref;
+  srv->prev_module_ref = LUA_NOREF;
+  srv->limits = srv->prev_limits;
+  srv->framer = srv->prev_framer;
+  srv->stats.generation++;
+  hs_log(srv, HS_LOG_ERROR,
+         "rolled back: the new code raised %d error(s) within its probation of "
+         "%llu ms; generation %llu runs the previous code",
+         srv->probation_errors, (unsigned long long)srv->probation_window,
+         (unsigned long long)srv->stats.generation);
+  srv->probation_until = 0;
+  srv->probation_errors = 0;
+}
+
 /* A handler failed; the error (with traceback) is on top of L. Count it, give
  * it to on_error when the script has one, else log it and close the
  * connection. Pops the error. */
@@ -104,6 +145,7 @@ static void handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what,
   lua_State *L = srv->L;
   srv->stats.handler_errors++;
   if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+  probation_error(srv);
   if (tripped) {
     srv->stats.handler_timeouts++;
     hs_log_conn(srv, c, HS_LOG_ERROR, "%s exceeded handler_budget (%llu ms)%s", what,
@@ -390,6 +432,20 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     return err;
   }
   lua_pop(L, 1);
+  t = lua_getfield(L, idx, "reload");
+  if (t == LUA_TTABLE) {
+    size_t n;
+    if (get_size(L, -1, "rollback_errors", &n, 0, err, errlen) < 0 ||
+        get_size(L, -1, "within", &n, 0, err, errlen) < 0) {
+      lua_pop(L, 1);
+      return err;
+    }
+  } else if (t != LUA_TNIL) {
+    snprintf(err, errlen, "reload must be a table like {rollback_errors = 3, within = 10000}");
+    lua_pop(L, 1);
+    return err;
+  }
+  lua_pop(L, 1);
   t = lua_getfield(L, idx, "listen");
   if (t != LUA_TNIL && t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TTABLE) {
     snprintf(err, errlen, "listen must be an address, a port, or a list of them");
@@ -511,14 +567,16 @@ int hs_script_listen_addrs(hs_server_t *srv, char ***addrs) {
     lua_insert(L, -2);
     lua_rawseti(L, -2, 1); /* {listen} */
   }
-  int count = (int)luaL_len(L, -1);
+  int tab = lua_gettop(L);
+  int count = (int)luaL_len(L, tab);
   char **list = calloc((size_t)count + 1, sizeof *list);
   for (int i = 0; list && i < count; i++) {
-    lua_rawgeti(L, -1, i + 1);
+    lua_rawgeti(L, tab, i + 1);
     if (lua_type(L, -1) == LUA_TNUMBER)
       lua_pushfstring(L, "127.0.0.1:%d", (int)lua_tointeger(L, -1));
     const char *a = lua_tostring(L, -1);
     list[i] = strdup(a ? a : "?");
+    lua_settop(L, tab);
   }
   lua_settop(L, top);
   *addrs = list;
@@ -540,6 +598,7 @@ int hs_script_open(hs_server_t *srv) {
   if (!L) return -1;
   srv->L = L;
   srv->module_ref = LUA_NOREF;
+  srv->prev_module_ref = LUA_NOREF;
   luaL_openlibs(L);
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   hs_lconn_open(L);
@@ -584,10 +643,74 @@ void hs_script_close(hs_server_t *srv) {
   srv->L = NULL;
 }
 
+/* Modules the script required from its own folder are loaded again on each
+ * reload, so an edit to one of them takes effect. Their package.loaded
+ * entries move to a side table (left on the stack) and come back if the
+ * reload fails. Modules from elsewhere (the shipped helpers, the system's)
+ * stay loaded. */
+static int is_local_module(const hs_server_t *srv, const char *name) {
+  char rel[256], path[PATH_MAX];
+  size_t n = strlen(name);
+  if (n == 0 || n >= sizeof rel) return 0;
+  for (size_t i = 0; i <= n; i++) rel[i] = name[i] == '.' ? '/' : name[i];
+  int w = snprintf(path, sizeof path, "%s/%s.lua", srv->script_dir, rel);
+  if (w > 0 && (size_t)w < sizeof path && access(path, F_OK) == 0) return 1;
+  w = snprintf(path, sizeof path, "%s/%s/init.lua", srv->script_dir, rel);
+  return w > 0 && (size_t)w < sizeof path && access(path, F_OK) == 0;
+}
+
+static void forget_local_modules(hs_server_t *srv) {
+  lua_State *L = srv->L;
+  lua_newtable(L);
+  int saved = lua_gettop(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  int loaded = saved + 1;
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    if (lua_type(L, -2) == LUA_TSTRING && is_local_module(srv, lua_tostring(L, -2))) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, saved); /* saved[name] = module */
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  /* Clear after the walk: lua_next must not see fields vanish under it. */
+  lua_pushnil(L);
+  while (lua_next(L, saved)) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, loaded);
+  }
+  lua_pop(L, 1); /* package.loaded; the side table stays */
+}
+
+/* Put back what forget_local_modules saved (the table on top), or drop it. */
+static void restore_local_modules(hs_server_t *srv, int put_back) {
+  lua_State *L = srv->L;
+  int saved = lua_gettop(L);
+  if (put_back) {
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushnil(L);
+    while (lua_next(L, saved)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, saved + 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 /* Load the script again and swap modules only when everything succeeded:
  * the chunk ran, returned a valid module, and its on_reload(old) ran. */
 int hs_script_reload(hs_server_t *srv, const char *trigger) {
   lua_State *L = srv->L;
+  if (strcmp(trigger, "rollback") == 0) {
+    rollback(srv);
+    return 0;
+  }
   char err[2048];
   uint64_t t0 = uv_hrtime();
   int old_ref = srv->module_ref;
@@ -597,6 +720,7 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   /* Keep the old module alive while the new one loads. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
   srv->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  forget_local_modules(srv);
   int r = hs_script_load(srv, err, sizeof err);
   if (r == 0 && hs_script_get_handler(srv, "on_reload")) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
@@ -609,6 +733,7 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
     snprintf(err, sizeof err, "a reload cannot switch between handle and event style");
     r = -1;
   }
+  restore_local_modules(srv, r != 0);
   double ms = (double)(uv_hrtime() - t0) / 1e6;
   if (r != 0) {
     if (srv->module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->module_ref);
@@ -621,7 +746,26 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
            trigger, (unsigned long long)srv->stats.generation, err);
     return -1;
   }
-  luaL_unref(L, LUA_REGISTRYINDEX, old_ref);
+  /* Probation: keep the old module until the window passes cleanly. */
+  probation_end(srv);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
+  if (lua_getfield(L, -1, "reload") == LUA_TTABLE) {
+    lua_getfield(L, -1, "rollback_errors");
+    lua_getfield(L, -2, "within");
+    lua_Integer n = lua_tointeger(L, -2), within = lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    if (n > 0) {
+      srv->prev_module_ref = old_ref;
+      old_ref = LUA_NOREF;
+      srv->prev_limits = old_limits;
+      srv->prev_framer = old_framer;
+      srv->probation_limit = (int)n;
+      srv->probation_window = within > 0 ? (uint64_t)within : 10000;
+      srv->probation_until = uv_now(srv->loop) + srv->probation_window;
+    }
+  }
+  lua_pop(L, 2);
+  if (old_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, old_ref);
   srv->stats.reload_ok++;
   srv->stats.generation++;
   hs_log(srv, HS_LOG_INFO, "reloaded (%s): generation %llu in %.1f ms", trigger,

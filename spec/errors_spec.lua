@@ -1,0 +1,145 @@
+package.path = "spec/?.lua;" .. package.path
+local H = require "helper"
+local socket = require "socket"
+
+local function open(srv)
+  local c = srv:connect()
+  local l = assert(H.line(c))
+  local id = assert(tonumber(l:match("^id (%d+)$")), "bad greeting " .. tostring(l))
+  return c, id
+end
+
+local function ask(c, cmd)
+  H.send(c, cmd .. "\n")
+  local l, err = H.line(c)
+  assert(l, cmd .. ": " .. tostring(err))
+  return l
+end
+
+local BASE = [[
+local hs = require "hotsock"
+local M = {
+  framing = "line",
+  %s
+  on_connect = function(conn) conn:send("id ", tostring(conn.id), "\n") end,
+  on_message = function(conn, line)
+    if line == "boom" then
+      local t = nil
+      error("kaboom-marker")
+    elseif line == "spin" then
+      while true do end
+    elseif line == "pspin" then
+      pcall(function() while true do end end)
+      conn:send("pcall swallowed the budget\n")
+    elseif line == "stats" then
+      local s = hs.stats()
+      conn:send("errors ", tostring(s.handler_errors), " timeouts ", tostring(s.handler_timeouts), "\n")
+    else
+      conn:send("pong ", line, "\n")
+    end
+  end,
+  on_close = function(conn, reason) io.stderr:write("@@ CLOSE ", conn.id, " ", reason, "\n") end,
+}
+return M
+]]
+
+local function script(extra) return BASE:format(extra or "") end
+
+describe("errors in handlers", function()
+  after_each(H.cleanup)
+
+  it("a Lua error in on_message is logged once with a traceback and closes only that connection", function()
+    local srv = H.start(script())
+    local neighbour = open(srv)
+    local bad, id
+    for _ = 1, 20 do                      -- an id of two digits is easy to spot
+      bad, id = open(srv)
+      if id >= 10 then break end
+    end
+    assert.are.equal("pong 1", ask(neighbour, "1"))
+    assert.are.equal("pong ok", ask(bad, "ok"))
+    H.send(bad, "boom\n")
+    local err, data = H.read_to_close(bad)
+    assert.are.equal("", data)
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler error\n", 3, true)
+    assert.are.equal("pong 2", ask(neighbour, "2"))
+    local text = srv:stderr()
+    assert.are.equal(1, select(2, text:gsub("kaboom%-marker", "")), "error logged more than once:\n" .. text)
+    assert.truthy(text:find("stack traceback", 1, true), "no traceback in:\n" .. text)
+    local line = H.lines_with(text, "kaboom-marker")[1]
+    assert.truthy(line:find(":9:", 1, true) or line:find("script.lua", 1, true), "no script position in: " .. line)
+    assert.is_true(H.has_id_token(line, id), "no connection id " .. id .. " in: " .. line)
+  end)
+
+  it("on_error can keep the connection open", function()
+    local srv = H.start(script([[
+  on_error = function(conn, err)
+    local first = tostring(err):match("[^\n]*")
+    io.stderr:write("@@ ONERR ", conn.id, " ", tostring(tostring(err):find("stack traceback", 1, true) ~= nil), " ", first, "\n")
+    conn:send("recovered\n")
+  end,]]))
+    local c, id = open(srv)
+    H.send(c, "boom\n")
+    assert.are.equal("recovered", H.line(c))
+    assert.are.equal("pong after", ask(c, "after"))
+    local tb, first = srv:expect_log("@@ ONERR " .. id .. " (%S+) ([^\n]*)\n")
+    assert.are.equal("true", tb, "err passed to on_error has no traceback")
+    assert.truthy(first:find("kaboom-marker", 1, true), first)
+    assert.is_nil(srv:stderr():find("@@ CLOSE " .. id .. " ", 1, true))
+    assert.are.equal("errors 1 timeouts 0", ask(c, "stats"))
+  end)
+
+  it("a runaway handler is stopped by handler_budget and the neighbour is served", function()
+    local srv = H.start(script("handler_budget = 50,"))
+    local neighbour = open(srv)
+    local bad, id = open(srv)
+    local t0 = socket.gettime()
+    H.send(bad, "spin\n")
+    local err = H.read_to_close(bad, 5)
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    assert.is_true(socket.gettime() - t0 < 2, "the runaway handler ran for " .. (socket.gettime() - t0) .. " s")
+    srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
+    assert.are.equal("pong n", ask(neighbour, "n"))
+    local st = ask(neighbour, "stats")
+    assert.truthy(st:match(" timeouts 1$"), "handler_timeouts not counted: " .. st)
+  end)
+
+  it("pcall cannot swallow the handler budget", function()
+    local srv = H.start(script("handler_budget = 50,"))
+    local neighbour = open(srv)
+    local bad, id = open(srv)
+    H.send(bad, "pspin\n")
+    local err, data = H.read_to_close(bad, 5)
+    assert.are.equal("", data, "the handler went on after its budget")
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
+    assert.are.equal("pong m", ask(neighbour, "m"))
+  end)
+
+  it("an error in a timer is logged with a traceback and an every timer keeps running", function()
+    local srv = H.start([[
+local hs = require "hotsock"
+local n = 0
+hs.shared.n = 0
+return {
+  framing = "line",
+  on_connect = function(conn)
+    local t
+    t = hs.every(20, function()
+      n = n + 1
+      if n == 2 then error("timer-marker") end
+      if n == 5 then t:cancel(); conn:send("ticks ", tostring(n), "\n") end
+    end)
+  end,
+  on_message = function(conn, line) conn:send(line, "\n") end,
+}
+]])
+    local c = srv:connect()
+    assert.are.equal("ticks 5", H.line(c))
+    local text = srv:stderr()
+    assert.are.equal(1, select(2, text:gsub("timer%-marker", "")), text)
+    assert.truthy(text:find("stack traceback", 1, true), text)
+    assert.are.equal("x", ask(c, "x"))
+  end)
+end)
