@@ -46,8 +46,17 @@ run)
   ;;
 test)
   install_missing "${build_pkgs[@]}" "${test_pkgs[@]}"
+  # 1. the release build: C unit tests and every spec
   build build
   (cd build && ctest --output-on-failure)
+  # 2. the same suite on an AddressSanitizer + UBSan build; a sanitizer
+  #    report in the server's stderr fails the spec that caused it
+  build build-asan -DHS_SANITIZE=ON
+  (cd build-asan && ctest --output-on-failure)
+  # 3. the framer fuzz harness (clang/libFuzzer): replay the seeds, then fuzz
+  #    for a bounded time
+  CC=clang build build-fuzz -DHS_FUZZ=ON
+  (cd build-fuzz && ctest --output-on-failure -R fuzz)
   ;;
 *)
   echo "usage: ./setup.sh run [SCRIPT [ARGS...]] | ./setup.sh test" >&2
