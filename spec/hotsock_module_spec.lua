@@ -168,4 +168,23 @@ describe("the hotsock module", function()
     assert.are.equal("table 1", ask(a, "shared"))
     assert.are.equal("table 2", ask(b, "shared"))
   end)
+
+  it("hs.sleep and a nested coroutine's receive say where they work instead of crashing", function()
+    local s = H.start([[
+local hs = require "hotsock"
+return {
+  framing = "line",
+  on_message = function(conn, line)
+    local ok, err = pcall(hs.sleep, 10)
+    local co = coroutine.wrap(function() return pcall(hs.sleep, 10) end)
+    local ok2, err2 = co()
+    conn:send(tostring(ok), " ", tostring(err):match("works only in a handle%(conn%) coroutine") or err,
+              " | ", tostring(ok2), " ", tostring(err2):match("works only") or err2, "\n")
+  end,
+}
+]])
+    local c = s:connect()
+    H.send(c, "x\n")
+    assert.are.equal("false works only in a handle(conn) coroutine | false works only", H.line(c))
+  end)
 end)

@@ -8,6 +8,15 @@
 
 #include "hotsock.h"
 
+/* A connect under way. Allocated apart from the connection, because a name
+ * lookup can outlive it: when the connection finishes first, c is NULL and
+ * the callback only frees this. */
+typedef struct hs_connect_req {
+  uv_connect_t req;
+  uv_getaddrinfo_t gai;
+  hs_conn_t *c;
+} hs_connect_req_t;
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void finish(hs_conn_t *c, int reset);
 static void timer_cb(uv_timer_t *t);
@@ -19,21 +28,22 @@ hs_conn_t *hs_conn_new(hs_server_t *srv, hs_listener_t *l) {
   c->listener = l;
   c->box_ref = LUA_NOREF;
   c->co_ref = LUA_NOREF;
+  c->handlers_ref = LUA_NOREF;
   c->framer = srv->framer;
   c->max_frame = srv->limits.max_frame;
   c->to = srv->limits.timeouts;
   hs_buf_init(&c->in);
   hs_buf_init(&c->out);
   hs_buf_init(&c->inflight);
-  int r = l->is_unix ? uv_pipe_init(srv->loop, &c->h.pipe, 0)
-                     : uv_tcp_init(srv->loop, &c->h.tcp);
+  int is_unix = l && l->is_unix;
+  int r = is_unix ? uv_pipe_init(srv->loop, &c->h.pipe, 0) : uv_tcp_init(srv->loop, &c->h.tcp);
   if (r) {
     free(c);
     return NULL;
   }
   uv_timer_init(srv->loop, &c->timer);
   c->handles_open = 2;
-  if (l->is_unix) c->flags |= HS_CONN_UNIX;
+  if (is_unix) c->flags |= HS_CONN_UNIX;
   c->id = ++srv->next_id;
   c->last_read = c->last_write = uv_now(srv->loop);
   return c;
@@ -57,6 +67,35 @@ int hs_conn_is_open(const hs_conn_t *c) {
 
 size_t hs_conn_buffered(const hs_conn_t *c) {
   return hs_buf_len(&c->out) + hs_buf_len(&c->inflight);
+}
+
+/* Push the handler `name` for c and return 1, or push nothing and return 0.
+ * Accepted connections use the module's handlers; an outbound connection
+ * only the table given to hs.connect (none in coroutine style). */
+int hs_conn_handler(hs_conn_t *c, const char *name) {
+  hs_server_t *srv = c ? c->srv : NULL;
+  if (!c || !(c->flags & HS_CONN_OUTBOUND)) return c ? hs_script_get_handler(srv, name) : 0;
+  if (c->handlers_ref == LUA_NOREF) return 0;
+  lua_State *L = srv->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->handlers_ref);
+  if (lua_getfield(L, -1, name) == LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* The coroutine that waits on c's input: its own, or for an outbound
+ * connection the one of the connection that made it. */
+static hs_conn_t *waiter(hs_conn_t *c) { return c->owner ? c->owner : c; }
+
+/* Resume whoever waits on c with nargs values pushed on its coroutine. */
+static void resume_waiter(hs_conn_t *c, int nargs) {
+  hs_conn_t *o = waiter(c);
+  c->wait = HS_WAIT_NONE;
+  o->wait = HS_WAIT_NONE;
+  hs_script_resume(c->srv, o, nargs);
 }
 
 /* ---- input ---- */
@@ -109,7 +148,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 static void start_reading(hs_conn_t *c) {
-  if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_CLOSING | HS_CONN_PAUSED))
+  if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_CLOSING | HS_CONN_PAUSED |
+                  HS_CONN_HELD | HS_CONN_CONNECTING))
     return;
   if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->flags |= HS_CONN_READING;
 }
@@ -134,9 +174,8 @@ static void push_fail(hs_conn_t *c, lua_State *co, const char *err) {
 
 /* Resume a coroutine waiting in receive with nil, err, partial. */
 static void wake_reader(hs_conn_t *c, const char *err) {
-  c->wait = HS_WAIT_NONE;
-  push_fail(c, c->co, err);
-  hs_script_resume(c->srv, c, 3);
+  push_fail(c, waiter(c)->co, err);
+  resume_waiter(c, 3);
 }
 
 static void frame_error(hs_conn_t *c, int r) {
@@ -150,6 +189,34 @@ static void frame_error(hs_conn_t *c, int r) {
   if (hs_conn_is_open(c)) hs_conn_abort(c, why);
 }
 
+/* conn:pipe: hand every byte read to the target, in C, with no Lua call. The
+ * source stops reading while the target holds more than high_water (it reads
+ * again in on_drain_check), and its EOF half-closes the target. */
+static void pipe_input(hs_conn_t *c) {
+  hs_conn_t *to = c->pipe_to;
+  const char *p;
+  size_t n;
+  input(c, &p, &n);
+  if (n) {
+    int r = hs_conn_send(to, p, n);
+    consume(c, n);
+    if (r != 0) {
+      hs_conn_abort(to, "out of memory");
+      return;
+    }
+    if (hs_conn_check_outbuf(to) != 0) return; /* the pipe's end closes c too */
+    if (hs_conn_buffered(to) > c->srv->limits.high_water) {
+      c->flags |= HS_CONN_HELD;
+      stop_reading(c);
+    }
+  }
+  if ((c->flags & HS_CONN_EOF) && hs_conn_is_open(c)) {
+    hs_conn_shutdown(to);
+    /* Both ways done: the peer sent FIN, and so did we. */
+    if (c->flags & HS_CONN_FIN_SENT) hs_conn_close(c, "eof");
+  }
+}
+
 /* Deliver every complete frame the input holds, one Lua call each, until the
  * connection pauses, closes, or (coroutine style) stops waiting for input. */
 void hs_conn_dispatch(hs_conn_t *c) {
@@ -158,6 +225,11 @@ void hs_conn_dispatch(hs_conn_t *c) {
   int delivered = 0;
   if (c->flags & HS_CONN_DISPATCHING) return;
   c->flags |= HS_CONN_DISPATCHING;
+  if (c->pipe_to) {
+    pipe_input(c);
+    c->flags &= ~HS_CONN_DISPATCHING;
+    return;
+  }
   while (hs_conn_is_open(c) && !(c->flags & HS_CONN_PAUSED)) {
     int coro = (c->flags & HS_CONN_CORO) != 0;
     if (coro && c->wait != HS_WAIT_READ) break;
@@ -188,12 +260,11 @@ void hs_conn_dispatch(hs_conn_t *c) {
     srv->stats.frames_in++;
     delivered = 1;
     if (coro) {
-      c->wait = HS_WAIT_NONE;
-      lua_pushlstring(c->co, p + fr.off, fr.len);
+      lua_pushlstring(waiter(c)->co, p + fr.off, fr.len);
       consume(c, fr.consumed);
-      hs_script_resume(srv, c, 1);
+      resume_waiter(c, 1);
     } else {
-      if (!hs_script_get_handler(srv, "on_message")) {
+      if (!hs_conn_handler(c, "on_message")) {
         consume(c, fr.consumed);
         continue;
       }
@@ -247,6 +318,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   srv->stats.bytes_in += (uint64_t)nread;
+  c->bytes_in += (uint64_t)nread;
   c->last_read = uv_now(srv->loop);
   if (buf->base == srv->rbuf) {
     c->borrowed = buf->base;
@@ -286,11 +358,16 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static void on_drain_check(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   size_t b = hs_conn_buffered(c);
+  hs_conn_t *from = c->pipe_from;
+  if (from && (from->flags & HS_CONN_HELD) && b <= srv->limits.low_water) {
+    from->flags &= ~HS_CONN_HELD;
+    start_reading(from);
+  }
   if (b > srv->limits.low_water) {
     c->flags |= HS_CONN_ABOVE_LOW;
   } else if ((c->flags & HS_CONN_ABOVE_LOW) && hs_conn_is_open(c)) {
     c->flags &= ~HS_CONN_ABOVE_LOW;
-    if (hs_script_get_handler(srv, "on_drain")) {
+    if (hs_conn_handler(c, "on_drain")) {
       hs_lconn_push(srv, c);
       hs_script_call(srv, c, 1, "on_drain");
     }
@@ -309,13 +386,14 @@ static void write_cb(uv_write_t *req, int status);
  * graceful close when nothing is left. */
 void hs_conn_flush(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
-  if ((c->flags & HS_CONN_FINISHED) || c->writing) return;
+  if ((c->flags & (HS_CONN_FINISHED | HS_CONN_CONNECTING)) || c->writing) return;
   size_t n = hs_buf_len(&c->out);
   if (n) {
     uv_buf_t b = uv_buf_init((char *)hs_buf_peek(&c->out), (unsigned)n);
     int r = uv_try_write(&c->h.stream, &b, 1);
     if (r > 0) {
       srv->stats.bytes_out += (uint64_t)r;
+      c->bytes_out += (uint64_t)r;
       c->last_write = uv_now(srv->loop);
       hs_buf_consume(&c->out, (size_t)r, &srv->pool);
     } else if (r < 0 && r != UV_EAGAIN) {
@@ -343,6 +421,11 @@ void hs_conn_flush(hs_conn_t *c) {
     if ((c->flags & HS_CONN_SHUTDOWN) && !(c->flags & HS_CONN_FIN_SENT)) {
       c->flags |= HS_CONN_FIN_SENT;
       uv_shutdown(&c->sreq, &c->h.stream, shutdown_cb);
+      if ((c->flags & HS_CONN_EOF) && (c->pipe_to || c->pipe_from) &&
+          !(c->flags & HS_CONN_CLOSING)) {
+        hs_conn_close(c, "eof"); /* a pipe done both ways */
+        return;
+      }
     }
     if (c->flags & HS_CONN_FLUSHING) {
       finish(c, 0);
@@ -362,6 +445,7 @@ static void write_cb(uv_write_t *req, int status) {
     return;
   }
   srv->stats.bytes_out += hs_buf_len(&c->inflight);
+  c->bytes_out += hs_buf_len(&c->inflight);
   c->last_write = uv_now(srv->loop);
   hs_buf_release(&c->inflight, &srv->pool);
   hs_conn_flush(c);
@@ -399,6 +483,10 @@ static uint64_t deadline_of(const hs_conn_t *c, const char **which) {
       if (best == 0 || t_ < best) best = t_, w = (name); \
     }                                        \
   } while (0)
+  if (c->flags & HS_CONN_CONNECTING) {
+    if (which) *which = "connect";
+    return c->connect_deadline;
+  }
   uint64_t act = c->last_read > c->last_write ? c->last_read : c->last_write;
   int reading = !(c->flags & (HS_CONN_EOF | HS_CONN_PAUSED));
   if (c->flags & HS_CONN_CLOSING) {
@@ -443,6 +531,12 @@ static void timer_cb(uv_timer_t *t) {
     uv_timer_start(&c->timer, timer_cb, due - now, 0);
     return;
   }
+  if (strcmp(which, "connect") == 0) {
+    srv->stats.connect_failed++;
+    hs_log_conn(srv, c, HS_LOG_INFO, "connect to %s timed out", c->peer);
+    hs_conn_abort(c, "connect timeout");
+    return;
+  }
   if (strcmp(which, "sleep") == 0) {
     c->wait = HS_WAIT_NONE;
     lua_pushboolean(c->co, 1);
@@ -455,7 +549,7 @@ static void timer_cb(uv_timer_t *t) {
     else c->last_read = c->last_write = now;
     if ((c->flags & HS_CONN_CORO) && c->wait == HS_WAIT_READ && which[0] != 'w') {
       wake_reader(c, "timeout");
-    } else if (hs_script_get_handler(srv, "on_timeout")) {
+    } else if (hs_conn_handler(c, "on_timeout")) {
       hs_lconn_push(srv, c);
       lua_pushstring(srv->L, which);
       hs_script_call(srv, c, 2, "on_timeout");
@@ -510,6 +604,7 @@ int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
   c->want = *f;
   c->scanned = scanned;
   c->wait = HS_WAIT_READ;
+  if (c->owner) c->owner->wait = HS_WAIT_PEER;
   if (n > 0 && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
   start_reading(c);
   hs_conn_timers_update(c);
@@ -603,10 +698,38 @@ static void finish(hs_conn_t *c, int reset) {
   else srv->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = NULL;
-  srv->stats.active--;
-  srv->stats.closed++;
+  if (!(c->flags & HS_CONN_OUTBOUND)) {
+    srv->stats.active--;
+    srv->stats.closed++;
+  }
   if (!c->reason) c->reason = "closed";
   hs_log_conn(srv, c, HS_LOG_DEBUG, "closed: %s", c->reason);
+  if (c->creq) {
+    c->creq->c = NULL; /* its callback frees it */
+    c->creq = NULL;
+  }
+
+  /* An outbound connection its owner's coroutine waits on: wake it. */
+  if (c->owner && c->wait != HS_WAIT_NONE) {
+    lua_State *co = c->owner->co;
+    if (c->wait == HS_WAIT_READ) {
+      push_fail(c, co, "closed");
+      resume_waiter(c, 3);
+    } else {
+      lua_pushnil(co);
+      lua_pushstring(co, c->reason);
+      resume_waiter(c, 2);
+    }
+  }
+  if (c->owner) { /* still linked: leave the owner's list */
+    hs_conn_t **pp = &c->owner->children;
+    while (*pp && *pp != c) pp = &(*pp)->sibling;
+    if (*pp) *pp = c->sibling;
+    c->owner = NULL;
+    c->sibling = NULL;
+  }
+  /* Nobody waits on this connection's outbound ones any more. */
+  for (hs_conn_t *k = c->children; k; k = k->sibling) k->wait = HS_WAIT_NONE;
 
   if (c->co && !c->co_running) {
     if (c->wait != HS_WAIT_NONE) {
@@ -624,12 +747,40 @@ static void finish(hs_conn_t *c, int reset) {
     /* Still there: it yielded again after the close. Abandon it. */
     if (c->co) hs_conn_drop_coroutine(c);
   }
-  if (hs_script_get_handler(srv, "on_close")) {
+  if (hs_conn_handler(c, "on_close")) {
     hs_lconn_push(srv, c);
     lua_pushstring(srv->L, c->reason);
     hs_script_call(srv, c, 2, "on_close");
   }
   hs_lconn_clear(srv, c);
+  if (c->handlers_ref != LUA_NOREF) {
+    luaL_unref(srv->L, LUA_REGISTRYINDEX, c->handlers_ref);
+    c->handlers_ref = LUA_NOREF;
+  }
+  /* Outbound connections made by this one's coroutine end with it. */
+  hs_conn_t *k = c->children;
+  c->children = NULL;
+  while (k) {
+    hs_conn_t *next = k->sibling;
+    k->owner = NULL;
+    k->sibling = NULL;
+    hs_conn_close(k, "owner closed");
+    k = next;
+  }
+  /* The other end of a pipe closes once its output is out. */
+  if (c->pipe_to) {
+    hs_conn_t *to = c->pipe_to;
+    c->pipe_to = NULL;
+    to->pipe_from = NULL;
+    hs_conn_close(to, (to->flags & HS_CONN_EOF) ? "eof" : "pipe closed");
+  }
+  if (c->pipe_from) {
+    hs_conn_t *from = c->pipe_from;
+    c->pipe_from = NULL;
+    from->pipe_to = NULL;
+    from->flags &= ~HS_CONN_HELD;
+    hs_conn_close(from, (from->flags & HS_CONN_EOF) ? "eof" : "pipe closed");
+  }
 
   c->h.handle.data = c;
   c->timer.data = c;
@@ -684,4 +835,159 @@ void hs_conn_set_framing(hs_conn_t *c, const hs_framer_t *f) {
   /* Outside a dispatch, bytes already here are framed anew on the next turn. */
   if (!(c->flags & HS_CONN_DISPATCHING) && input_len(c))
     hs_server_mark_pending(c->srv, c);
+}
+
+/* ---- outbound connections (hs.connect) and pipes ---- */
+
+
+static void fill_addr(const struct sockaddr *sa, char *out, size_t outlen, char *ip,
+                      size_t iplen, int *port) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int p = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, host, sizeof host);
+    p = ntohs(a->sin_port);
+    snprintf(out, outlen, "%s:%d", host, p);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, host, sizeof host);
+    p = ntohs(a->sin6_port);
+    snprintf(out, outlen, "[%s]:%d", host, p);
+  }
+  if (ip) snprintf(ip, iplen, "%s", host);
+  if (port) *port = p;
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+  hs_connect_req_t *r = hs_container_of(req, hs_connect_req_t, req);
+  hs_conn_t *c = r->c;
+  free(r);
+  if (!c || (c->flags & HS_CONN_FINISHED)) return;
+  hs_server_t *srv = c->srv;
+  c->creq = NULL;
+  if (status < 0) {
+    srv->stats.connect_failed++;
+    snprintf(c->reason_buf, sizeof c->reason_buf, "%s", uv_strerror(status));
+    hs_log_conn(srv, c, HS_LOG_INFO, "connect to %s failed: %s", c->peer, c->reason_buf);
+    hs_conn_abort(c, c->reason_buf);
+    return;
+  }
+  srv->stats.connects++;
+  c->flags &= ~HS_CONN_CONNECTING;
+  c->last_read = c->last_write = uv_now(srv->loop);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+    fill_addr((struct sockaddr *)&ss, c->local, sizeof c->local, NULL, 0, NULL);
+  len = sizeof ss;
+  if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+    fill_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer, c->peer_ip,
+              sizeof c->peer_ip, &c->peer_port);
+  hs_log_conn(srv, c, HS_LOG_DEBUG, "connected to %s", c->peer);
+  start_reading(c);
+  if (c->owner && c->wait == HS_WAIT_CONNECT) {
+    lua_rawgeti(c->owner->co, LUA_REGISTRYINDEX, c->box_ref);
+    resume_waiter(c, 1);
+  } else if (!c->owner && hs_conn_handler(c, "on_connect")) {
+    hs_lconn_push(srv, c);
+    hs_script_call(srv, c, 1, "on_connect");
+  }
+  if (hs_conn_is_open(c)) {
+    if (hs_conn_buffered(c) || (c->flags & (HS_CONN_SHUTDOWN | HS_CONN_FLUSHING)))
+      hs_server_mark_dirty(srv, c);
+    hs_conn_timers_update(c);
+  }
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  hs_connect_req_t *r = hs_container_of(req, hs_connect_req_t, gai);
+  hs_conn_t *c = r->c;
+  if (!c || (c->flags & HS_CONN_FINISHED)) {
+    free(r);
+    uv_freeaddrinfo(res);
+    return;
+  }
+  hs_server_t *srv = c->srv;
+  int rc = status;
+  if (rc == 0) {
+    struct addrinfo *ai = res;
+    while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ai = ai->ai_next;
+    rc = ai ? uv_tcp_connect(&r->req, &c->h.tcp, ai->ai_addr, connect_cb) : UV_EAI_NONAME;
+  }
+  uv_freeaddrinfo(res);
+  if (rc == 0) return; /* connect_cb takes it from here */
+  free(r);
+  c->creq = NULL;
+  srv->stats.connect_failed++;
+  snprintf(c->reason_buf, sizeof c->reason_buf, "%s", uv_strerror(rc));
+  hs_log_conn(srv, c, HS_LOG_INFO, "cannot resolve %s: %s", c->peer, c->reason_buf);
+  hs_conn_abort(c, c->reason_buf);
+}
+
+/* Start an outbound TCP connection to host:port. With an owner, its
+ * coroutine is the one that will wait on the result and read from it;
+ * without, handlers_ref names the handler table for its events (or
+ * LUA_NOREF). The Lua box exists on return. NULL with err on a failure
+ * known at once. */
+hs_conn_t *hs_conn_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
+                           const hs_framer_t *f, int handlers_ref, hs_conn_t *owner,
+                           char *err, size_t errlen) {
+  struct sockaddr_storage ss;
+  int literal = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
+                uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0;
+  hs_connect_req_t *r = calloc(1, sizeof *r);
+  hs_conn_t *c = r ? hs_conn_new(srv, NULL) : NULL;
+  if (!c) {
+    free(r);
+    snprintf(err, errlen, "not enough memory");
+    return NULL;
+  }
+  c->flags |= HS_CONN_OUTBOUND | HS_CONN_CONNECTING;
+  c->framer = *f;
+  snprintf(c->peer, sizeof c->peer, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+  snprintf(c->peer_ip, sizeof c->peer_ip, "%s", host);
+  c->peer_port = port;
+  r->c = c;
+  int rc;
+  if (literal) {
+    rc = uv_tcp_connect(&r->req, &c->h.tcp, (struct sockaddr *)&ss, connect_cb);
+  } else {
+    char port_s[16];
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port_s, sizeof port_s, "%d", port);
+    rc = uv_getaddrinfo(srv->loop, &r->gai, gai_cb, host, port_s, &hints);
+  }
+  if (rc != 0) {
+    free(r);
+    snprintf(err, errlen, "%s", uv_strerror(rc));
+    hs_conn_discard(c);
+    return NULL;
+  }
+  c->creq = r;
+  c->handlers_ref = handlers_ref;
+  if (owner) {
+    c->flags |= HS_CONN_CORO;
+    c->owner = owner;
+    c->sibling = owner->children;
+    owner->children = c;
+  }
+  c->next = srv->conns; /* into the live list, so a stop closes it too */
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  hs_lconn_push_new(srv, c);
+  c->connect_deadline = uv_now(srv->loop) + (timeout ? timeout : 1);
+  hs_conn_timers_update(c);
+  return c;
+}
+
+/* conn:pipe(other): what from reads goes to `to`, with backpressure. */
+int hs_conn_pipe(hs_conn_t *from, hs_conn_t *to) {
+  if (from == to || from->pipe_to || to->pipe_from) return -1;
+  from->pipe_to = to;
+  to->pipe_from = from;
+  if (input_len(from) || (from->flags & HS_CONN_EOF)) hs_server_mark_pending(from->srv, from);
+  return 0;
 }

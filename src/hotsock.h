@@ -35,6 +35,7 @@ typedef struct hs_limits {
   size_t max_inbuf;
   size_t max_outbuf;
   size_t low_water;
+  size_t high_water;       /* a pipe's source pauses while its target holds more */
   int backlog;
   uint64_t drain_timeout;  /* ms */
   uint64_t handler_budget; /* ms */
@@ -64,13 +65,16 @@ typedef struct hs_stats {
   uint64_t handler_errors, handler_timeouts, oversize_frames;
   uint64_t outbuf_disconnects, timeouts;
   uint64_t reload_ok, reload_failed, generation;
+  uint64_t connects, connect_failed; /* hs.connect outcomes */
 } hs_stats_t;
 
 /* What a connection's coroutine is suspended on. */
 typedef enum hs_wait {
   HS_WAIT_NONE = 0, /* running, or no coroutine */
   HS_WAIT_READ,     /* conn:receive */
-  HS_WAIT_SLEEP     /* hs.sleep */
+  HS_WAIT_SLEEP,    /* hs.sleep */
+  HS_WAIT_PEER,     /* receive or connect on an outbound connection it owns */
+  HS_WAIT_CONNECT   /* (on the outbound connection) its owner waits for connect */
 } hs_wait_t;
 
 /* Connection flags. */
@@ -88,7 +92,10 @@ enum {
   HS_CONN_UNIX = 1 << 10,     /* a unix socket */
   HS_CONN_CORO = 1 << 11,     /* coroutine style */
   HS_CONN_DISPATCHING = 1 << 12, /* inside conn_dispatch (no re-entry) */
-  HS_CONN_FINISHED = 1 << 13  /* on_close done, Lua box cleared */
+  HS_CONN_FINISHED = 1 << 13, /* on_close done, Lua box cleared */
+  HS_CONN_OUTBOUND = 1 << 14, /* made by hs.connect */
+  HS_CONN_CONNECTING = 1 << 15, /* hs.connect still under way */
+  HS_CONN_HELD = 1 << 16      /* not reading: the pipe target is above high_water */
 };
 
 /* One client. C owns this memory and frees it only in the close callback;
@@ -104,7 +111,7 @@ struct hs_conn {
   uv_write_t wreq;          /* the one write in flight */
   uv_shutdown_t sreq;       /* half-close request */
   hs_server_t *srv;
-  hs_listener_t *listener;
+  hs_listener_t *listener;  /* NULL for an outbound connection */
   hs_conn_t *next, *prev;   /* the server's list of live connections */
   hs_conn_t *dirty_next;    /* the server's flush list */
   hs_conn_t *pending_next;  /* the server's dispatch list */
@@ -137,6 +144,17 @@ struct hs_conn {
   char peer_ip[48];
   int peer_port;
   char local[64];
+  uint64_t bytes_in, bytes_out;
+  /* outbound connections (hs.connect) */
+  struct hs_connect_req *creq; /* the connect under way, or NULL */
+  uint64_t connect_deadline; /* uv_now; 0 none */
+  int handlers_ref;         /* registry ref of its handler table, or LUA_NOREF */
+  hs_conn_t *owner;         /* the coroutine-style connection that made it */
+  hs_conn_t *children;      /* outbound connections this one's coroutine made */
+  hs_conn_t *sibling;       /* next in the owner's children list */
+  /* conn:pipe */
+  hs_conn_t *pipe_to;       /* bytes read here are sent there, in C */
+  hs_conn_t *pipe_from;     /* the connection piping into this one */
 };
 
 /* The server: loop, listeners, connections, the Lua state and counters. */
@@ -230,6 +248,11 @@ void hs_conn_resume(hs_conn_t *c);
 void hs_conn_flush(hs_conn_t *c);
 void hs_conn_dispatch(hs_conn_t *c);
 void hs_conn_set_framing(hs_conn_t *c, const hs_framer_t *f);
+int hs_conn_handler(hs_conn_t *c, const char *name);
+hs_conn_t *hs_conn_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
+                           const hs_framer_t *f, int handlers_ref, hs_conn_t *owner,
+                           char *err, size_t errlen);
+int hs_conn_pipe(hs_conn_t *from, hs_conn_t *to);
 void hs_conn_timers_update(hs_conn_t *c);
 size_t hs_conn_buffered(const hs_conn_t *c);
 int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f);

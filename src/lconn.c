@@ -15,8 +15,9 @@ typedef struct hs_lbox {
   uint64_t id;  /* kept after close, for logs and tables keyed by id */
 } hs_lbox_t;
 
-static const char *const readonly[] = {"id",         "peer",     "peer_ip", "peer_port",
-                                       "local_addr", "listener", "closed",  NULL};
+static const char *const readonly[] = {"id",       "peer",     "peer_ip",   "peer_port",
+                                       "local_addr", "listener", "closed",  "outbound",
+                                       "bytes_in", "bytes_out", NULL};
 
 /* Create the box for a new connection and keep it in the registry. */
 void hs_lconn_push_new(hs_server_t *srv, hs_conn_t *c) {
@@ -169,9 +170,10 @@ static int conn_framing(lua_State *L) {
 
 static int conn_receive(lua_State *L) {
   hs_conn_t *c = hs_lconn_check(L, 1);
-  if (!(c->flags & HS_CONN_CORO) || c->co != L)
+  if (!(c->flags & HS_CONN_CORO) || !(c->co == L || (c->owner && c->owner->co == L)))
     return luaL_error(L, "receive works only in the handle(conn) coroutine of this "
-                         "connection (event-style scripts get messages in on_message)");
+                         "connection, or of the one that made it with hs.connect "
+                         "(event-style scripts get messages in on_message)");
   hs_framer_t f;
   char err[256];
   if (lua_isnoneornil(L, 2)) {
@@ -183,11 +185,20 @@ static int conn_receive(lua_State *L) {
   return hs_conn_receive(c, L, &f);
 }
 
+static int conn_pipe(lua_State *L) {
+  hs_conn_t *from = hs_lconn_check(L, 1);
+  hs_conn_t *to = hs_lconn_check(L, 2);
+  if (hs_conn_pipe(from, to) != 0)
+    return luaL_error(L, "pipe: a connection can pipe to one other, and be piped to by one");
+  return 0;
+}
+
 static const luaL_Reg methods[] = {
     {"send", conn_send},         {"close", conn_close},       {"abort", conn_abort},
     {"shutdown", conn_shutdown}, {"pause", conn_pause},       {"resume", conn_resume},
     {"buffered", conn_buffered}, {"settimeouts", conn_settimeouts},
-    {"framing", conn_framing},   {"receive", conn_receive},   {NULL, NULL}};
+    {"framing", conn_framing},   {"receive", conn_receive},   {"pipe", conn_pipe},
+    {NULL, NULL}};
 
 /* conn.key: a method, a read-only field, or the script's own state. */
 static int conn_index(lua_State *L) {
@@ -212,7 +223,15 @@ static int conn_index(lua_State *L) {
       }
       if (strcmp(k, "local_addr") == 0)
         return lua_pushstring(L, un ? c->listener->name : c->local), 1;
-      if (strcmp(k, "listener") == 0) return lua_pushstring(L, c->listener->name), 1;
+      if (strcmp(k, "listener") == 0) {
+        if (!c->listener) return lua_pushnil(L), 1;
+        return lua_pushstring(L, c->listener->name), 1;
+      }
+      if (strcmp(k, "outbound") == 0)
+        return lua_pushboolean(L, (c->flags & HS_CONN_OUTBOUND) != 0), 1;
+      if (strcmp(k, "bytes_in") == 0) return lua_pushinteger(L, (lua_Integer)c->bytes_in), 1;
+      if (strcmp(k, "bytes_out") == 0)
+        return lua_pushinteger(L, (lua_Integer)c->bytes_out), 1;
     }
   }
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) return 1; /* nil */

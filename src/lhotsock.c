@@ -125,6 +125,68 @@ static int hs_sleep(lua_State *L) {
   return lua_yield(L, 0);
 }
 
+/* hs.connect(host, port [, opts]): an outbound TCP connection. Inside a
+ * handle coroutine it yields until connected and returns the connection, or
+ * nil, err. Elsewhere it returns the connection at once and its events go to
+ * the handlers in opts (on_connect, on_message, on_close, on_drain,
+ * on_timeout, on_error). opts.timeout (ms, default 10000) bounds the connect;
+ * opts.framing (default "raw") frames its input for on_message. */
+static int hs_connect(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, port > 0 && port <= 65535, 2, "port must be 1 to 65535");
+  int has_opts = !lua_isnoneornil(L, 3);
+  if (has_opts) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_Integer timeout = 10000;
+  hs_framer_t f;
+  hs_framer_raw(&f);
+  if (has_opts) {
+    if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+      int isnum;
+      lua_Number v = lua_tonumberx(L, -1, &isnum);
+      if (!isnum || v <= 0) return luaL_error(L, "hs.connect: timeout must be a number of ms > 0");
+      timeout = (lua_Integer)v;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, 3, "framing") != LUA_TNIL) {
+      char err[256];
+      if (hs_script_parse_framing(L, -1, &f, err, sizeof err) != 0)
+        return luaL_error(L, "hs.connect: framing: %s", err);
+    }
+    lua_pop(L, 1);
+  }
+  /* In a handle coroutine: the caller waits, and reads with receive. */
+  hs_conn_t *owner = *(hs_conn_t **)lua_getextraspace(L);
+  if (owner && owner->co != L) owner = NULL;
+  if (owner && !hs_conn_is_open(owner)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+  }
+  int href = LUA_NOREF;
+  if (!owner && has_opts) {
+    lua_pushvalue(L, 3);
+    href = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  char err[256];
+  hs_conn_t *c = hs_conn_connect(srv, host, (int)port, (uint64_t)timeout, &f, href, owner,
+                                 err, sizeof err);
+  if (!c) {
+    if (href != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, href);
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  if (!owner) {
+    hs_lconn_push(srv, c);
+    return 1;
+  }
+  c->wait = HS_WAIT_CONNECT;
+  owner->wait = HS_WAIT_PEER;
+  return lua_yield(L, 0);
+}
+
 static int hs_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
   return 1;
@@ -135,7 +197,7 @@ static int push_clients(lua_State *L, hs_server_t *srv) {
   int n = 0;
   lua_newtable(L);
   for (hs_conn_t *c = srv->conns; c; c = c->next) {
-    if (!hs_conn_is_open(c)) continue;
+    if (!hs_conn_is_open(c) || (c->flags & HS_CONN_OUTBOUND)) continue;
     hs_lconn_push(srv, c);
     lua_rawseti(L, -2, ++n);
   }
@@ -248,6 +310,8 @@ static int hs_stats(lua_State *L) {
            {"reload_ok", s->reload_ok},
            {"reload_failed", s->reload_failed},
            {"generation", s->generation},
+           {"connects", s->connects},
+           {"connect_failed", s->connect_failed},
            {"lua_memory", srv->lua_mem}};
   lua_createtable(L, 0, (int)(sizeof f / sizeof *f));
   for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
@@ -264,7 +328,7 @@ static int hs_reload(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {{"after", hs_after},       {"every", hs_every},
-                                 {"sleep", hs_sleep},       {"now", hs_now},
+                                 {"sleep", hs_sleep},       {"connect", hs_connect},       {"now", hs_now},
                                  {"clients", hs_clients},   {"broadcast", hs_broadcast},
                                  {"stats", hs_stats},       {"reload", hs_reload},
                                  {NULL, NULL}};

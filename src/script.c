@@ -155,7 +155,7 @@ static void handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what,
     return;
   }
   if (c && hs_conn_is_open(c) && strcmp(what, "on_error") != 0 &&
-      strcmp(what, "on_close") != 0 && hs_script_get_handler(srv, "on_error")) {
+      strcmp(what, "on_close") != 0 && hs_conn_handler(c, "on_error")) {
     lua_insert(L, -2);        /* on_error, err */
     hs_lconn_push(srv, c);    /* on_error, err, conn */
     lua_insert(L, -2);        /* on_error, conn, err */
@@ -385,6 +385,7 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
       {"max_clients", &lim->max_clients, NULL},  {"max_frame", &lim->max_frame, NULL},
       {"max_inbuf", &lim->max_inbuf, NULL},      {"max_outbuf", &lim->max_outbuf, NULL},
       {"low_water", &lim->low_water, NULL},      {"max_lua_memory", &lim->max_lua_memory, NULL},
+      {"high_water", &lim->high_water, NULL},
       {"drain_timeout", NULL, &lim->drain_timeout},
       {"handler_budget", NULL, &lim->handler_budget},
   };
@@ -470,6 +471,7 @@ static void default_limits(hs_limits_t *l) {
   l->max_inbuf = 1024 * 1024;
   l->max_outbuf = 8 * 1024 * 1024;
   l->low_water = 16 * 1024;
+  l->high_water = 256 * 1024;
   l->backlog = SOMAXCONN;
   l->drain_timeout = 5000;
   l->handler_budget = 100;
@@ -597,6 +599,9 @@ int hs_script_open(hs_server_t *srv) {
   lua_State *L = lua_newstate(l_alloc, srv);
   if (!L) return -1;
   srv->L = L;
+  /* The extra space names the connection a handle coroutine serves; threads
+   * start with a copy of the main thread's, so it must say "none" here. */
+  *(hs_conn_t **)lua_getextraspace(L) = NULL;
   srv->module_ref = LUA_NOREF;
   srv->prev_module_ref = LUA_NOREF;
   luaL_openlibs(L);
