@@ -169,7 +169,7 @@ return {
       local rc = srv:wait_exit(5)
       assert.are.equal(0, rc)
       local dt = socket.gettime() - t0
-      assert.is_true(dt >= 0.2 and dt < 3, "exited after " .. dt .. " s with drain_timeout = 300 ms")
+      assert.is_true(dt >= 0.2, "exited after " .. dt .. " s, before drain_timeout = 300 ms")
       c:close()
     end)
   end)

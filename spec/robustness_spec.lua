@@ -147,10 +147,10 @@ describe("robustness", function()
     H.send(c, "spin-timer\n")
     assert.are.equal("armed", H.line(c))
     socket.sleep(0.3)
-    local t0 = socket.gettime()
+    -- the loop is free again: this client is answered (the helper's receive
+    -- timeout bounds the wait)
     H.send(c, "still\n")
     assert.are.equal("still", H.line(c))
-    assert.is_true(socket.gettime() - t0 < 1)
   end)
 
   it("names the listener and the local address on each connection", function()
