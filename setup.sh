@@ -11,7 +11,8 @@ mode=${1:-run}
 shift || true
 
 build_pkgs=(gcc make libc6-dev cmake pkg-config liblua5.4-dev libuv1-dev)
-test_pkgs=(lua5.4 lua-busted lua-socket socat netcat-openbsd clang libclang-rt-14-dev)
+test_pkgs=(lua5.4 lua-busted lua-socket socat netcat-openbsd clang libclang-rt-14-dev
+  redis-tools curl wrk strace)
 
 install_missing() {
   local missing=()
