@@ -1,0 +1,395 @@
+#!/usr/bin/env bash
+# bench/run.sh: hotsock against a plain libuv C echo server, side by side, in
+# one run. Builds hotsock (Release), bench/load and bench/uv_echo, starts both
+# servers pinned to CPU 0, loads each in turn from CPU 1, and prints the
+# ratios hotsock/baseline against the performance budget of the design.
+#
+#   bench/run.sh                 the full run (about 2 minutes)
+#   bench/run.sh --quick         every workload for about 1 s (CI smoke)
+#   bench/run.sh --help          every option
+#
+# What is measured, per workload and server:
+#   CPU ns/msg     the server's utime+stime (/proc/PID/stat) over the load run,
+#                  divided by the messages echoed in it: the fair figure when
+#                  the load generator is what saturates
+#   syscalls/msg   a separate window under `perf stat` (syscall tracepoints) or,
+#                  without perf, `strace -c -f`; read() and write() are counted
+#                  apart, so "writes per read" shows whether output is gathered
+#   idle KiB/conn  the server's RSS growth with N idle connections open
+#   Ir/msg         (--callgrind) instructions per message under callgrind
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
+DUR=5          # seconds per measured load run
+SYSDUR=2       # seconds of the syscall-counting window
+IDLE=5000      # idle connections
+PORT=${PORT:-7210}
+HOTSOCK=""     # prebuilt hotsock binary (skips the CMake build)
+CALLGRIND=0
+PERF_PROFILE=0
+STRICT=0
+TRACER=auto
+OUT=""
+
+usage() {
+  cat <<EOF
+usage: bench/run.sh [options]
+
+Build hotsock (Release) and the bench tools, then run hotsock with
+examples/echo.lua and the plain libuv echo baseline side by side, and print
+the ratios hotsock/baseline against the performance budget.
+
+options:
+  --quick            every workload ~1 s, 1,000 idle connections (CI smoke)
+  --duration SECS    seconds per measured load run (default $DUR)
+  --idle-conns N     idle connections for the memory figure (default $IDLE)
+  --hotsock PATH     use this hotsock binary instead of building one
+  --build-dir DIR    where to build (default build-bench; env BUILD_DIR)
+  --port N           first of the two ports used (default $PORT; env PORT)
+  --tracer T         how to count syscalls: perf, strace or none (default:
+                     perf if it can read syscall tracepoints, else strace)
+  --callgrind        also count instructions per message under callgrind
+  --profile          also record a perf profile of hotsock during the
+                     one-at-a-time run (perf report --stdio goes to the output)
+  --out DIR          keep logs and raw results here (default: a temp dir)
+  --strict           exit 1 when a target is missed (default: exit 0 when
+                     the tools worked, whatever the figures)
+  -h, --help         this help
+
+The servers run on CPU 0 and the load on CPU 1 (taskset), so the machine
+needs two CPUs for figures worth reading; numbers from one run are
+comparable with each other, not with another machine's.
+EOF
+}
+
+QUICK=0
+while [ $# -gt 0 ]; do
+  case $1 in
+  --quick) QUICK=1 DUR=1 SYSDUR=0.5 IDLE=1000 ;;
+  --duration) DUR=$2; shift ;;
+  --idle-conns) IDLE=$2; shift ;;
+  --hotsock) HOTSOCK=$2; shift ;;
+  --build-dir) BUILD_DIR=$2; shift ;;
+  --port) PORT=$2; shift ;;
+  --tracer) TRACER=$2; shift ;;
+  --callgrind) CALLGRIND=1 ;;
+  --profile) PERF_PROFILE=1 ;;
+  --out) OUT=$2; shift ;;
+  --strict) STRICT=1 ;;
+  -h | --help) usage; exit 0 ;;
+  *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+if [ -z "$OUT" ]; then OUT=$(mktemp -d "${TMPDIR:-/tmp}/hotsock-bench.XXXXXX"); fi
+mkdir -p "$OUT" || die "cannot create $OUT"
+TOOLS=$OUT/bin
+mkdir -p "$TOOLS"
+
+# ---- build ----
+CC=${CC:-cc}
+CFLAGS="-std=c11 -O2 -Wall -Wextra"
+if [ -z "$HOTSOCK" ]; then
+  echo "building hotsock (Release) in $BUILD_DIR" >&2
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" 2>&1 &&
+    cmake --build "$BUILD_DIR" -j"$(nproc)" --target hotsock >>"$OUT/cmake.log" 2>&1 ||
+    { cat "$OUT/cmake.log" >&2; die "hotsock build failed"; }
+  HOTSOCK=$BUILD_DIR/hotsock
+fi
+[ -x "$HOTSOCK" ] || die "no hotsock binary at $HOTSOCK"
+$CC $CFLAGS -o "$TOOLS/load" "$ROOT/bench/load.c" || die "building load failed"
+# shellcheck disable=SC2046
+$CC $CFLAGS -o "$TOOLS/uv_echo" "$ROOT/bench/uv_echo.c" $(pkg-config --cflags --libs libuv) ||
+  die "building uv_echo failed"
+LOAD=$TOOLS/load
+
+# ---- placement ----
+NCPU=$(nproc)
+PIN_SRV=() PIN_LOAD=()
+if command -v taskset >/dev/null && [ "$NCPU" -ge 2 ]; then
+  PIN_SRV=(taskset -c 0) PIN_LOAD=(taskset -c 1)
+else
+  echo "run.sh: fewer than 2 CPUs or no taskset: server and load share CPUs" >&2
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((IDLE + 100)) ] ||
+  { IDLE=$(( $(ulimit -n) - 100 )); echo "run.sh: open files limited; $IDLE idle connections" >&2; }
+TCK=$(getconf CLK_TCK)
+
+if [ "$TRACER" = auto ]; then
+  if command -v perf >/dev/null &&
+    perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true >/dev/null 2>&1; then
+    TRACER=perf
+  elif command -v strace >/dev/null; then
+    TRACER=strace
+  else
+    TRACER=none
+  fi
+fi
+
+# ---- servers ----
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME LOG CMD...: run CMD on the server CPU, wait for "listening on".
+start() {
+  local name=$1 log=$2 i
+  shift 2
+  "${PIN_SRV[@]}" "$@" 2>"$log" >/dev/null &
+  local pid=$!
+  for i in $(seq 600); do
+    grep -q "listening on" "$log" 2>/dev/null && { echo "$pid"; return 0; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$log" >&2
+  die "$name did not start"
+}
+
+stop() { # pid (started by start(), so not our child: poll until it is gone)
+  local i
+  kill "$1" 2>/dev/null
+  for i in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+}
+
+HS_PORT=$PORT UV_PORT=$((PORT + 1))
+HS_PID=$(start hotsock "$OUT/hotsock.log" "$HOTSOCK" -l "127.0.0.1:$HS_PORT" "$ROOT/examples/echo.lua")
+[ -n "$HS_PID" ] || exit 1
+PIDS+=("$HS_PID")
+UV_PID=$(start uv_echo "$OUT/uv_echo.log" "$TOOLS/uv_echo" -p "$UV_PORT")
+[ -n "$UV_PID" ] || exit 1
+PIDS+=("$UV_PID")
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+kv() { # KEY LINE: the value of KEY=... in a load result line
+  local k=$1 line=$2
+  sed -n "s/.*[[:space:]]$k=\([^[:space:]]*\).*/\1/p; s/^$k=\([^[:space:]]*\).*/\1/p" <<<"$line" | head -1
+}
+
+# count_syscalls PID FILE LOADARGS...: a load run under the tracer; prints
+# "total reads writes polls msgs" (polls: epoll_wait/epoll_pwait).
+count_syscalls() {
+  local pid=$1 f=$2 res
+  shift 2
+  case $TRACER in
+  perf)
+    res=$(perf stat -x, -o "$f" -p "$pid" \
+      -e raw_syscalls:sys_enter -e syscalls:sys_enter_read -e syscalls:sys_enter_readv \
+      -e syscalls:sys_enter_recvfrom -e syscalls:sys_enter_write -e syscalls:sys_enter_writev \
+      -e syscalls:sys_enter_sendmsg -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_pwait \
+      -- "${PIN_LOAD[@]}" "$LOAD" "$@" 2>/dev/null) || true
+    awk -F, -v msgs="$(kv msgs "$res")" '
+      $3 ~ /raw_syscalls:sys_enter/ {t += $1}
+      $3 ~ /sys_enter_(read|readv|recvfrom)$/ {r += $1}
+      $3 ~ /sys_enter_(write|writev|sendmsg)$/ {w += $1}
+      $3 ~ /sys_enter_epoll_p?wait$/ {p += $1}
+      END {printf "%d %d %d %d %d\n", t, r, w, p, msgs}' "$f"
+    ;;
+  strace)
+    strace -c -f -q -p "$pid" -o "$f" &
+    local sp=$!
+    sleep 0.5
+    res=$("${PIN_LOAD[@]}" "$LOAD" "$@" 2>/dev/null)
+    kill -INT "$sp" 2>/dev/null
+    wait "$sp" 2>/dev/null
+    # strace -c rows: % time, seconds, usecs/call, calls, [errors], syscall
+    awk -v msgs="$(kv msgs "$res")" '
+      $1 ~ /^[0-9.]+$/ {calls = $4}
+      $NF == "total" {t = calls}
+      $NF ~ /^(read|readv|recvfrom)$/ {r += calls}
+      $NF ~ /^(write|writev|sendmsg)$/ {w += calls}
+      $NF ~ /^epoll_p?wait$/ {p += calls}
+      END {printf "%d %d %d %d %d\n", t, r, w, p, msgs}' "$f"
+    ;;
+  *) echo "0 0 0 0 0" ;;
+  esac
+}
+
+# measure NAME PID WORKLOAD LOADARGS...: one load run with the CPU count around
+# it, then a syscall window. Appends a line to $OUT/results.
+measure() {
+  local name=$1 pid=$2 wl=$3
+  shift 3
+  local c0 c1 res cpu_ns sys
+  c0=$(cpu_ticks "$pid")
+  res=$("${PIN_LOAD[@]}" "$LOAD" "$@" -d "$DUR")
+  c1=$(cpu_ticks "$pid")
+  echo "$name $wl $res" >>"$OUT/load.log"
+  local msgs rounds secs
+  msgs=$(kv msgs "$res") rounds=$(kv rounds "$res") secs=$(kv secs "$res")
+  cpu_ns=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v m="${msgs:-0}" 'BEGIN {printf "%.0f", (m > 0) ? d * 1e9 / t / m : 0}')
+  local cpu_pct
+  cpu_pct=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v s="${secs:-1}" 'BEGIN {printf "%.0f", d / t / s * 100}')
+  sys=$(count_syscalls "$pid" "$OUT/sys.$name.$wl" "$@" -d "$SYSDUR")
+  echo "$name $wl cpu_ns=$cpu_ns cpu_pct=$cpu_pct sys=${sys// /,} $res" >>"$OUT/results"
+  printf '  %-8s %-9s %9s msg/s %8s MB/s  p50 %7s us  p99 %7s us  p99.9 %7s us  cpu %4s%%  %6s ns/msg  errors %s\n' \
+    "$name" "$wl" "$(kv msgs_per_s "$res")" "$(kv mb_per_s "$res")" "$(kv p50_us "$res")" \
+    "$(kv p99_us "$res")" "$(kv p999_us "$res")" "$cpu_pct" "$cpu_ns" "$(kv errors "$res")"
+  [ "${rounds:-0}" -gt 0 ] || { echo "run.sh: no round completed against $name ($wl)" >&2; FAILED=1; }
+  [ "$(kv mismatches "$res")" = 0 ] || { echo "run.sh: $name echoed wrong bytes ($wl)" >&2; FAILED=1; }
+}
+
+# idle NAME PID: RSS growth per idle connection, in bytes.
+idle() {
+  local name=$1 pid=$2 port=$3 r0 r1 lp f
+  f=$OUT/idle.$name
+  r0=$(rss_kib "$pid")
+  "${PIN_LOAD[@]}" "$LOAD" -m idle -p "$port" -c "$IDLE" >"$f" 2>&1 &
+  lp=$!
+  local i
+  for i in $(seq 1200); do
+    grep -q '^ready' "$f" && break
+    kill -0 "$lp" 2>/dev/null || break
+    sleep 0.05
+  done
+  sleep 0.5
+  r1=$(rss_kib "$pid")
+  kill -TERM "$lp" 2>/dev/null
+  wait "$lp" 2>/dev/null
+  local n
+  n=$(sed -n 's/^ready conns=\([0-9]*\).*/\1/p' "$f")
+  [ -n "$n" ] && [ "$n" -gt 0 ] || { echo "run.sh: idle connections to $name failed" >&2; FAILED=1; n=1; }
+  echo "$name idle conns=$n rss0_kib=$r0 rss1_kib=$r1" >>"$OUT/results"
+  printf '  %-8s idle      %d connections: RSS %d -> %d KiB, %.0f bytes each\n' \
+    "$name" "$n" "$r0" "$r1" "$(awk -v a="$r0" -v b="$r1" -v n="$n" 'BEGIN {print (b - a) * 1024 / n}')"
+  sleep 1 # let the server close them before the next figure
+}
+
+# callgrind NAME PORT CMD...: Ir per message for a short rr run.
+callgrind() {
+  local name=$1 port=$2
+  shift 2
+  local log=$OUT/cg.$name.log pid res
+  pid=$(start "$name (callgrind)" "$log" valgrind --tool=callgrind \
+    --callgrind-out-file="$OUT/callgrind.$name.%p" "$@")
+  [ -n "$pid" ] || return 1
+  PIDS+=("$pid")
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  res=$("${PIN_LOAD[@]}" "$LOAD" -p "$port" -c 10 -d "$DUR")
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  stop "$pid"
+  local ir
+  ir=$(awk '/^totals:/ {print $2}' "$OUT/callgrind.$name.$pid.1" 2>/dev/null)
+  echo "$name callgrind ir=${ir:-0} $res" >>"$OUT/results"
+  awk -v n="$name" -v ir="${ir:-0}" -v m="$(kv msgs "$res")" \
+    'BEGIN {printf "  %-8s %.0f instructions per message (%d messages)\n", n, (m > 0) ? ir / m : 0, m}'
+}
+
+FAILED=0
+: >"$OUT/results"
+: >"$OUT/load.log"
+echo "hotsock bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $NCPU CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)),"
+echo "  kernel $(uname -r), libuv $(pkg-config --modversion libuv 2>/dev/null), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "  $DUR s per run, syscalls counted by $TRACER over $SYSDUR s windows, output in $OUT"
+echo
+
+WORKLOADS=(
+  "p1|-m rr -c 50 -s 64"
+  "p16|-m pipeline -c 50 -s 64 -P 16"
+  "large|-m large -c 10 -s 16384"
+  "churn|-m churn -c 10 -s 64"
+)
+for w in "${WORKLOADS[@]}"; do
+  wl=${w%%|*}
+  read -r -a args <<<"${w#*|}"
+  measure uv_echo "$UV_PID" "$wl" -p "$UV_PORT" "${args[@]}"
+  measure hotsock "$HS_PID" "$wl" -p "$HS_PORT" "${args[@]}"
+  if [ "$wl" = p1 ] && [ "$PERF_PROFILE" = 1 ] && command -v perf >/dev/null; then
+    perf record -g -o "$OUT/perf.data" -p "$HS_PID" -- \
+      "${PIN_LOAD[@]}" "$LOAD" -p "$HS_PORT" "${args[@]}" -d "$DUR" >/dev/null 2>&1
+    perf report -i "$OUT/perf.data" --stdio --no-children --percent-limit 0.5 \
+      >"$OUT/perf.report.txt" 2>/dev/null
+    perf report -i "$OUT/perf.data" --stdio --no-children --sort symbol -g none \
+      --percent-limit 0.3 >"$OUT/perf.flat.txt" 2>/dev/null
+    echo "  (perf profile of hotsock: $OUT/perf.flat.txt, call graphs in perf.report.txt)"
+  fi
+done
+idle uv_echo "$UV_PID" "$UV_PORT"
+idle hotsock "$HS_PID" "$HS_PORT"
+
+if [ "$CALLGRIND" = 1 ]; then
+  if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    echo
+    callgrind uv_echo $((PORT + 2)) "$TOOLS/uv_echo" -p $((PORT + 2))
+    callgrind hotsock $((PORT + 3)) "$HOTSOCK" -l "127.0.0.1:$((PORT + 3))" "$ROOT/examples/echo.lua"
+  else
+    echo "run.sh: --callgrind needs valgrind" >&2
+  fi
+fi
+
+# ---- the table ----
+echo
+awk -v tracer="$TRACER" -v strict="$STRICT" '
+  function v(line, key,   i, n, a) {
+    n = split(line, a, /[ ]/)
+    for (i = 1; i <= n; i++) if (index(a[i], key "=") == 1) return substr(a[i], length(key) + 2)
+    return ""
+  }
+  function sys(name, wl, i,   a) { split(v(R[name, wl], "sys"), a, ","); return a[i] + 0 }
+  function row(what, h, u, ratio, target, ok) {
+    printf "%-44s %12s %12s %8s  %-22s %s\n", what, h, u, ratio, target, ok
+    if (ok == "MISSED") missed++
+  }
+  function mark(c) { return c ? "met" : "MISSED" }
+  { if ($2 == "idle" || $2 == "callgrind") R[$1, $2] = $0; else R[$1, $2] = $0 }
+  END {
+    printf "%-44s %12s %12s %8s  %-22s %s\n", "figure", "hotsock", "uv_echo", "ratio", "target", "result"
+    printf "%-44s %12s %12s %8s  %-22s %s\n", "------", "-------", "-------", "-----", "------", "------"
+    h = v(R["hotsock", "p1"], "cpu_ns"); u = v(R["uv_echo", "p1"], "cpu_ns")
+    r = u > 0 ? h / u : 0
+    row("P1: 50 clients, 64 B lines, CPU ns/msg", h, u, sprintf("%.2f", r), "<= 0.80x baseline", mark(r > 0 && r <= 0.8))
+    if (tracer != "none") {
+      ht = sys("hotsock", "p1", 1); hm = sys("hotsock", "p1", 5); ut = sys("uv_echo", "p1", 1); um = sys("uv_echo", "p1", 5)
+      hs = hm ? ht / hm : 0; us = um ? ut / um : 0
+      row("P1: syscalls/msg", sprintf("%.2f", hs), sprintf("%.2f", us), sprintf("%.2f", us ? hs / us : 0), "<= 2.1", mark(hs > 0 && hs <= 2.1))
+      row("P1:   read / write / epoll_wait per msg",
+          sprintf("%.2f/%.2f/%.2f", sys("hotsock","p1",2)/(hm?hm:1), sys("hotsock","p1",3)/(hm?hm:1), sys("hotsock","p1",4)/(hm?hm:1)),
+          sprintf("%.2f/%.2f/%.2f", sys("uv_echo","p1",2)/(um?um:1), sys("uv_echo","p1",3)/(um?um:1), sys("uv_echo","p1",4)/(um?um:1)), "", "", "")
+    }
+    h = v(R["hotsock", "p16"], "cpu_ns"); u = v(R["uv_echo", "p16"], "cpu_ns")
+    r = u > 0 ? h / u : 0
+    row("P16: 50 clients, 16 lines/write, CPU ns/msg", h, u, sprintf("%.2f", r), "<= 1.30x baseline", mark(r > 0 && r <= 1.3))
+    if (tracer != "none") {
+      hr = sys("hotsock", "p16", 2); hw = sys("hotsock", "p16", 3); ur = sys("uv_echo", "p16", 2); uw = sys("uv_echo", "p16", 3)
+      hm = sys("hotsock", "p16", 5); um = sys("uv_echo", "p16", 5)
+      a = hr ? hw / hr : 0; b = ur ? uw / ur : 0
+      row("P16: write() per read()", sprintf("%.2f", a), sprintf("%.2f", b), "", "<= 1.0 (one per read)", mark(hr > 0 && a <= 1.0))
+      row("P16:   syscalls/msg", sprintf("%.3f", hm ? sys("hotsock","p16",1) / hm : 0), sprintf("%.3f", um ? sys("uv_echo","p16",1) / um : 0), "", "", "")
+    }
+    h = v(R["hotsock", "large"], "mb_per_s"); u = v(R["uv_echo", "large"], "mb_per_s")
+    r = u > 0 ? h / u : 0
+    row("large: 10 clients, 16 KiB, MB/s", h, u, sprintf("%.2f", r), ">= 0.95x baseline", mark(r >= 0.95))
+    h = v(R["hotsock", "large"], "cpu_ns"); u = v(R["uv_echo", "large"], "cpu_ns")
+    row("large:   CPU ns/msg", h, u, sprintf("%.2f", u > 0 ? h / u : 0), "", "")
+    h = v(R["hotsock", "churn"], "rounds_per_s"); u = v(R["uv_echo", "churn"], "rounds_per_s")
+    r = u > 0 ? h / u : 0
+    row("churn: connection per request, conns/s", h, u, sprintf("%.2f", r), ">= 0.95x baseline", mark(r >= 0.95))
+    h = v(R["hotsock", "churn"], "cpu_ns"); u = v(R["uv_echo", "churn"], "cpu_ns")
+    row("churn:   CPU ns/conn", h, u, sprintf("%.2f", u > 0 ? h / u : 0), "", "")
+    hn = v(R["hotsock", "idle"], "conns"); un = v(R["uv_echo", "idle"], "conns")
+    h = hn ? (v(R["hotsock", "idle"], "rss1_kib") - v(R["hotsock", "idle"], "rss0_kib")) * 1024 / hn : 0
+    u = un ? (v(R["uv_echo", "idle"], "rss1_kib") - v(R["uv_echo", "idle"], "rss0_kib")) * 1024 / un : 0
+    row(sprintf("idle: RSS bytes per connection (%d)", hn), sprintf("%.0f", h), sprintf("%.0f", u), sprintf("%.2f", u > 0 ? h / u : 0), "<= 4096 bytes", mark(h <= 4096))
+    if (R["hotsock", "callgrind"] != "") {
+      hi = v(R["hotsock", "callgrind"], "ir") / (v(R["hotsock", "callgrind"], "msgs") + 0.0001)
+      ui = v(R["uv_echo", "callgrind"], "ir") / (v(R["uv_echo", "callgrind"], "msgs") + 0.0001)
+      row("callgrind: instructions per message (P1)", sprintf("%.0f", hi), sprintf("%.0f", ui), sprintf("%.2f", ui > 0 ? hi / ui : 0), "", "")
+    }
+    printf "\n%d target(s) missed\n", missed
+    exit (strict && missed) ? 3 : 0
+  }' "$OUT/results"
+rc=$?
+[ "$FAILED" = 0 ] || exit 1
+[ "$rc" = 3 ] && exit 1
+exit 0
