@@ -1,0 +1,541 @@
+-- hotsock.http: HTTP/1.x building blocks in pure Lua.
+--
+--   local http = require "hotsock.http"
+--
+-- Request heads
+--   http.parse_request_line(line) -> method, target, major, minor | nil, err
+--   http.parse_head(text)         -> req | nil, err     (a whole head, e.g.
+--                                     from {delimiter = "\r\n\r\n"} framing)
+--   http.head_reader(opts)        -> r; r:line(l) -> req | nil (more) |
+--                                     nil, err          (line framing)
+-- A request is a table: method, target, path, query (nil without "?"),
+-- version ("1.1"), major, minor, headers (lower-case name -> value, repeated
+-- headers joined with ", "), header_list ({name, value} pairs as sent).
+--
+-- Bodies
+--   http.body_kind(req)     -> "none" | "length", n | "chunked" | nil, err
+--   http.keep_alive(req)    -> boolean (HTTP/1.1: unless "Connection: close";
+--                              HTTP/1.0: only with "Connection: keep-alive")
+--   http.length_body(n, opts), http.chunked_body(opts) -> a body reader:
+--     rd:framing()      the framing spec to ask conn:framing for next
+--     rd:push(msg)      give it the message that framing produced;
+--                       returns a piece of body (maybe "") or nil, err
+--     rd.done           true once the body is complete (then go back to
+--                       "line" framing for the next request head)
+--     rd:feed(bytes)    the same reader over a raw byte stream: returns a
+--                       list of body pieces, or nil, err; rd.done as above
+--                       and rd:rest() the bytes after the body
+--   The reader never asks for a frame longer than opts.piece (16 KiB), so a
+--   body larger than max_frame still arrives in frames the host accepts.
+--   opts.max_body caps the body: over it push/feed return nil, "body too
+--   large" (answer 413).
+--
+-- Responses
+--   http.response(status, headers, body, opts) -> string
+--   http.head(status, headers, opts)           -> the status line and headers
+--   http.chunk(data), http.last_chunk()        -> chunked transfer coding
+--   http.reasons[status]                        -> reason phrase
+
+local find, sub, lower, byte, concat = string.find, string.sub, string.lower, string.byte, table.concat
+local tonumber, tostring, type, pairs, ipairs = tonumber, tostring, type, pairs, ipairs
+
+local M = {}
+
+M.reasons = {
+  [100] = "Continue", [101] = "Switching Protocols",
+  [200] = "OK", [201] = "Created", [202] = "Accepted", [204] = "No Content",
+  [206] = "Partial Content",
+  [301] = "Moved Permanently", [302] = "Found", [303] = "See Other",
+  [304] = "Not Modified", [307] = "Temporary Redirect", [308] = "Permanent Redirect",
+  [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+  [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout",
+  [411] = "Length Required", [413] = "Content Too Large", [414] = "URI Too Long",
+  [415] = "Unsupported Media Type", [417] = "Expectation Failed",
+  [426] = "Upgrade Required", [429] = "Too Many Requests",
+  [431] = "Request Header Fields Too Large",
+  [500] = "Internal Server Error", [501] = "Not Implemented", [502] = "Bad Gateway",
+  [503] = "Service Unavailable", [504] = "Gateway Timeout",
+  [505] = "HTTP Version Not Supported",
+}
+
+---------------------------------------------------------------------------
+-- request heads
+---------------------------------------------------------------------------
+
+-- tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA
+local TOKEN = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
+
+-- parse_request_line(line) -> method, target, major, minor | nil, err
+function M.parse_request_line(line)
+  if type(line) ~= "string" then return nil, "no request line" end
+  if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
+  local method, target, major, minor = line:match("^(%S+) (%S+) HTTP/(%d)%.(%d)$")
+  if not method then return nil, "malformed request line" end
+  if not find(method, TOKEN) then return nil, "malformed method" end
+  if find(target, "[%c\127]") then return nil, "malformed request target" end
+  if major ~= "1" then return nil, "unsupported HTTP version" end
+  return method, target, 1, tonumber(minor)
+end
+
+local function new_request(method, target, major, minor)
+  local path, query = target:match("^([^?]*)%?(.*)$")
+  return {
+    method = method, target = target,
+    path = path or target, query = query,
+    major = major, minor = minor, version = major .. "." .. minor,
+    headers = {}, header_list = {},
+  }
+end
+
+-- add_header(req, line) -> true | nil, err
+local function add_header(req, line, max_headers)
+  if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
+  local c = byte(line, 1)
+  if c == 32 or c == 9 then return nil, "obsolete header line folding" end
+  local name, value = line:match("^([^:]*):(.*)$")
+  if not name or not find(name, TOKEN) then return nil, "malformed header line" end
+  -- optional whitespace around the value
+  value = value:match("^[ \t]*(.-)[ \t]*$")
+  if find(value, "[%z\r\n]") then return nil, "malformed header value" end
+  local list = req.header_list
+  if #list >= max_headers then return nil, "too many headers" end
+  list[#list + 1] = { name, value }
+  local key = lower(name)
+  local h = req.headers
+  local old = h[key]
+  if old == nil then h[key] = value
+  elseif key == "content-length" and old ~= value then
+    return nil, "conflicting Content-Length headers"
+  elseif key ~= "content-length" then
+    h[key] = old .. ", " .. value
+  end
+  return true
+end
+
+local DEFAULT_MAX_HEADERS = 100
+local DEFAULT_MAX_HEAD = 64 * 1024
+
+-- parse_head(text) -> req | nil, err. text: the request line and header
+-- lines, separated by CRLF (or LF), with or without the final empty line.
+function M.parse_head(text, opts)
+  opts = opts or {}
+  if type(text) ~= "string" then return nil, "no request head" end
+  -- leading empty lines before a request line are allowed (RFC 9112 2.2)
+  local i = 1
+  while true do
+    local s, e = find(text, "^\r?\n", i)
+    if not s then break end
+    i = e + 1
+  end
+  local e = find(text, "\n", i, true)
+  local first = sub(text, i, (e or #text + 1) - 1)
+  local method, target, major, minor = M.parse_request_line(first)
+  if not method then return nil, target end
+  local req = new_request(method, target, major, minor)
+  local max_headers = opts.max_headers or DEFAULT_MAX_HEADERS
+  while e do
+    local s = e + 1
+    e = find(text, "\n", s, true)
+    local line = sub(text, s, (e or #text + 1) - 1)
+    if line == "" or line == "\r" then
+      if e and find(text, "[^\r\n]", e + 1) then
+        return nil, "data after the end of the head"
+      end
+      break
+    end
+    local ok, err = add_header(req, line, max_headers)
+    if not ok then return nil, err end
+  end
+  return req
+end
+
+local HeadReader = {}
+HeadReader.__index = HeadReader
+
+-- head_reader([opts]) -> a reader fed one line at a time (line framing).
+-- opts.max_headers (100), opts.max_head (bytes of head, 64 KiB).
+function M.head_reader(opts)
+  opts = opts or {}
+  return setmetatable({
+    max_headers = opts.max_headers or DEFAULT_MAX_HEADERS,
+    max_head = opts.max_head or DEFAULT_MAX_HEAD,
+    req = nil, size = 0,
+  }, HeadReader)
+end
+
+-- r:line(l) -> req when the head is complete (the reader is then ready for
+-- the next request), nil while more lines are needed, nil, err when the
+-- head is malformed.
+function HeadReader:line(l)
+  local req = self.req
+  if not req then
+    if l == "" or l == "\r" then return nil end -- stray empty lines before a request
+    local method, target, major, minor = M.parse_request_line(l)
+    if not method then return nil, target end
+    self.req = new_request(method, target, major, minor)
+    self.size = #l
+    return nil
+  end
+  if l == "" or l == "\r" then
+    self.req, self.size = nil, 0
+    return req
+  end
+  self.size = self.size + #l + 2
+  if self.size > self.max_head then
+    self.req = nil
+    return nil, "request head too large"
+  end
+  local ok, err = add_header(req, l, self.max_headers)
+  if not ok then
+    self.req = nil
+    return nil, err
+  end
+  return nil
+end
+
+-- Does a comma-separated header value contain `token` (case-insensitive)?
+local function has_token(value, token)
+  if not value then return false end
+  for t in value:gmatch("[^,]+") do
+    if lower(t:match("^[ \t]*(.-)[ \t]*$")) == token then return true end
+  end
+  return false
+end
+M.has_token = has_token
+
+-- body_kind(req) -> "none" | "length", n | "chunked" | nil, err
+function M.body_kind(req)
+  local h = req.headers
+  local te, cl = h["transfer-encoding"], h["content-length"]
+  if te then
+    if cl then return nil, "both Transfer-Encoding and Content-Length" end
+    if req.minor == 0 and req.major == 1 then
+      return nil, "Transfer-Encoding in an HTTP/1.0 request"
+    end
+    -- chunked must be the last coding; other codings are not supported
+    local codings = {}
+    for t in te:gmatch("[^,]+") do codings[#codings + 1] = lower(t:match("^[ \t]*(.-)[ \t]*$")) end
+    if #codings == 1 and codings[1] == "chunked" then return "chunked" end
+    if codings[#codings] ~= "chunked" then return nil, "bad Transfer-Encoding" end
+    return nil, "unsupported Transfer-Encoding"
+  end
+  if cl then
+    if not find(cl, "^%d+$") or #cl > 15 then return nil, "bad Content-Length" end
+    local n = tonumber(cl)
+    if n == 0 then return "none" end
+    return "length", n
+  end
+  return "none"
+end
+
+-- keep_alive(req) -> whether the connection may carry another request
+function M.keep_alive(req)
+  local c = req.headers.connection
+  if req.major == 1 and req.minor >= 1 then
+    return not has_token(c, "close")
+  end
+  return has_token(c, "keep-alive") and not has_token(c, "close")
+end
+
+-- Does the client wait for "100 Continue" before it sends the body?
+function M.expects_continue(req)
+  return req.minor >= 1 and lower(req.headers.expect or "") == "100-continue"
+end
+
+M.CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+
+---------------------------------------------------------------------------
+-- body readers
+---------------------------------------------------------------------------
+
+local DEFAULT_PIECE = 16 * 1024
+local LINE = "line"
+
+local Reader = {}
+Reader.__index = Reader
+
+local function new_reader(kind, opts)
+  opts = opts or {}
+  return setmetatable({
+    kind = kind,
+    piece = opts.piece or DEFAULT_PIECE,
+    max_body = opts.max_body,
+    max_line = opts.max_line or 4096,
+    total = 0,
+    done = false,
+    err = nil,
+    state = nil, left = 0, -- state: "data", "data+crlf", "crlf", "size", "trailer"
+    want = nil,            -- the current framing spec
+    buf = "", pos = 1,     -- raw-stream mode (feed)
+  }, Reader)
+end
+
+local function set_want(self, n)
+  if n == nil then self.want = LINE
+  elseif type(self.want) == "table" and self.want.exact == n then return
+  else self.want = { exact = n } end
+end
+
+-- length_body(n [, opts]) -> a reader of exactly n body bytes
+function M.length_body(n, opts)
+  local r = new_reader("length", opts)
+  if r.max_body and n > r.max_body then
+    r.err = "body too large"
+  end
+  r.left = n
+  r.state = "data"
+  if n == 0 then r.done = true else set_want(r, math.min(n, r.piece)) end
+  return r
+end
+
+-- chunked_body([opts]) -> a reader of a chunked body (trailers are read
+-- and dropped; rd.trailers keeps the lines)
+function M.chunked_body(opts)
+  local r = new_reader("chunked", opts)
+  r.state = "size"
+  r.trailers = {}
+  set_want(r, nil)
+  return r
+end
+
+function Reader:framing()
+  return self.want
+end
+
+local function rfail(self, err)
+  self.err = err
+  return nil, err
+end
+
+-- push(msg) -> body piece (a string, maybe "") | nil, err
+function Reader:push(msg)
+  if self.err then return nil, self.err end
+  if self.done then return rfail(self, "body already complete") end
+  local st = self.state
+  if st == "data" then
+    local n = #msg
+    if n > self.left then return rfail(self, "more data than asked for") end
+    self.left = self.left - n
+    self.total = self.total + n
+    if self.max_body and self.total > self.max_body then return rfail(self, "body too large") end
+    if self.left == 0 then
+      if self.kind == "length" then
+        self.done = true
+        self.want = LINE
+      else
+        self.state = "crlf"
+        self.want = LINE
+      end
+    else
+      local left = self.left
+      if self.kind == "chunked" and left + 2 <= self.piece then
+        self.state = "data+crlf"
+        set_want(self, left + 2)
+      else
+        set_want(self, math.min(left, self.piece))
+      end
+    end
+    return msg
+  elseif st == "data+crlf" then
+    local n = #msg - 2
+    if n ~= self.left or sub(msg, -2) ~= "\r\n" then
+      return rfail(self, "chunk data not followed by CRLF")
+    end
+    self.total = self.total + n
+    if self.max_body and self.total > self.max_body then return rfail(self, "body too large") end
+    self.left = 0
+    self.state = "size"
+    self.want = LINE
+    return sub(msg, 1, n)
+  elseif st == "crlf" then
+    if msg ~= "" and msg ~= "\r" then return rfail(self, "chunk data not followed by CRLF") end
+    self.state = "size"
+    self.want = LINE
+    return ""
+  elseif st == "size" then
+    if sub(msg, -1) == "\r" then msg = sub(msg, 1, -2) end
+    -- chunk-size [ chunk-ext ]; whitespace before ';' is tolerated
+    local hex, rest = msg:match("^(%x+)[ \t]*(.*)$")
+    if not hex or (rest ~= "" and byte(rest, 1) ~= 59) then
+      return rfail(self, "malformed chunk size")
+    end
+    hex = hex:match("^0*(.-)$")
+    if #hex > 12 then return rfail(self, "body too large") end
+    local n = hex == "" and 0 or tonumber(hex, 16)
+    if n == 0 then
+      self.state = "trailer"
+      self.want = LINE
+      return ""
+    end
+    if self.max_body and self.total + n > self.max_body then return rfail(self, "body too large") end
+    self.left = n
+    if n + 2 <= self.piece then
+      self.state = "data+crlf"
+      set_want(self, n + 2)
+    else
+      self.state = "data"
+      set_want(self, math.min(n, self.piece))
+    end
+    return ""
+  elseif st == "trailer" then
+    if msg == "" or msg == "\r" then
+      self.done = true
+      self.want = LINE
+      return ""
+    end
+    if #self.trailers >= DEFAULT_MAX_HEADERS then return rfail(self, "too many trailer lines") end
+    self.trailers[#self.trailers + 1] = msg
+    return ""
+  end
+  return rfail(self, "bad reader state")
+end
+
+-- feed(bytes) -> list of body pieces | nil, err. Drives push() over a raw
+-- byte stream; once rd.done, rd:rest() returns what came after the body.
+function Reader:feed(data)
+  if self.err then return nil, self.err end
+  if data and data ~= "" then
+    if self.pos > #self.buf then self.buf = data
+    else self.buf = sub(self.buf, self.pos) .. data end
+    self.pos = 1
+  end
+  local out = {}
+  local buf, pos = self.buf, self.pos
+  while not self.done do
+    local want, msg = self.want, nil
+    if want == LINE then
+      local e = find(buf, "\n", pos, true)
+      if not e then
+        if #buf - pos + 1 > self.max_line then return rfail(self, "line too long") end
+        break
+      end
+      msg = sub(buf, pos, (byte(buf, e - 1) == 13 and e > pos) and e - 2 or e - 1)
+      pos = e + 1
+    else
+      local n = want.exact
+      if #buf - pos + 1 < n then
+        -- a "data" state takes what there is, so nothing piles up
+        if self.state == "data" and #buf >= pos then
+          local take = #buf - pos + 1
+          msg = sub(buf, pos, pos + take - 1)
+          pos = pos + take
+        else
+          break
+        end
+      else
+        msg = sub(buf, pos, pos + n - 1)
+        pos = pos + n
+      end
+    end
+    local piece, err = self:push(msg)
+    if not piece then self.buf, self.pos = "", 1 return nil, err end
+    if piece ~= "" then out[#out + 1] = piece end
+  end
+  self.buf, self.pos = buf, pos
+  return out
+end
+
+function Reader:rest()
+  return sub(self.buf, self.pos)
+end
+
+---------------------------------------------------------------------------
+-- responses
+---------------------------------------------------------------------------
+
+local function status_line(status, opts)
+  local reason = (opts and opts.reason) or M.reasons[status] or "Unknown"
+  return "HTTP/1.1 " .. status .. " " .. reason .. "\r\n"
+end
+
+local function check_field(s)
+  s = tostring(s)
+  if find(s, "[\r\n]") then error("header text must not contain CR or LF", 4) end
+  return s
+end
+
+-- Build the status line and header block. headers: a map {name = value}
+-- (a list value repeats the header) or a list of {name, value} pairs.
+-- opts: reason, keep_alive (adds "Connection: keep-alive" / "close"),
+-- length (adds Content-Length), chunked (adds Transfer-Encoding: chunked),
+-- date (true: adds a Date header).
+function M.head(status, headers, opts)
+  opts = opts or {}
+  local out = { status_line(status, opts) }
+  local seen = {}
+  local function add(name, value)
+    name = check_field(name)
+    seen[lower(name)] = true
+    out[#out + 1] = name .. ": " .. check_field(value) .. "\r\n"
+  end
+  if headers then
+    if headers[1] then
+      for _, h in ipairs(headers) do add(h[1], h[2]) end
+    else
+      local names = {}
+      for k in pairs(headers) do names[#names + 1] = k end
+      table.sort(names)
+      for _, k in ipairs(names) do
+        local v = headers[k]
+        if type(v) == "table" then for _, x in ipairs(v) do add(k, x) end
+        else add(k, v) end
+      end
+    end
+  end
+  if opts.date and not seen["date"] then
+    add("Date", os.date("!%a, %d %b %Y %H:%M:%S GMT"))
+  end
+  if opts.chunked then
+    if not seen["transfer-encoding"] then add("Transfer-Encoding", "chunked") end
+  elseif opts.length and not seen["content-length"] then
+    add("Content-Length", opts.length)
+  end
+  if opts.keep_alive ~= nil and not seen["connection"] then
+    add("Connection", opts.keep_alive and "keep-alive" or "close")
+  end
+  out[#out + 1] = "\r\n"
+  return concat(out)
+end
+
+-- response(status, headers, body, opts) -> the whole response as a string.
+-- Content-Length is the body's length unless headers set it; opts.head
+-- (answering HEAD) keeps the length but leaves the body out; 1xx, 204 and
+-- 304 get neither. opts as for http.head.
+function M.response(status, headers, body, opts)
+  opts = opts or {}
+  body = body or ""
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  local bodiless = (status >= 100 and status < 200) or status == 204 or status == 304
+  if not bodiless and not o.chunked then o.length = #body end
+  local h = M.head(status, headers, o)
+  if opts.head or bodiless then return h end
+  return h .. body
+end
+
+-- chunk(data) -> one chunk of the chunked transfer coding ("" -> nothing,
+-- since an empty chunk would end the body)
+function M.chunk(data)
+  data = tostring(data)
+  if data == "" then return "" end
+  return ("%x\r\n"):format(#data) .. data .. "\r\n"
+end
+
+function M.last_chunk(trailers)
+  if not trailers then return "0\r\n\r\n" end
+  local out = { "0\r\n" }
+  for k, v in pairs(trailers) do out[#out + 1] = check_field(k) .. ": " .. check_field(v) .. "\r\n" end
+  out[#out + 1] = "\r\n"
+  return concat(out)
+end
+
+-- encode_chunked(body [, size]) -> the whole body in chunks of `size` bytes
+function M.encode_chunked(body, size)
+  size = size or 8192
+  local out = {}
+  for i = 1, #body, size do out[#out + 1] = M.chunk(sub(body, i, i + size - 1)) end
+  out[#out + 1] = "0\r\n\r\n"
+  return concat(out)
+end
+
+return M
