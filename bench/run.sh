@@ -29,6 +29,7 @@ HOTSOCK=""     # prebuilt hotsock binary (skips the CMake build)
 CALLGRIND=0
 PERF_PROFILE=0
 STRICT=0
+REPEAT=1       # load runs per workload and server, alternating; medians count
 TRACER=auto
 OUT=""
 
@@ -43,6 +44,9 @@ the ratios hotsock/baseline against the performance budget.
 options:
   --quick            every workload ~1 s, 1,000 idle connections (CI smoke)
   --duration SECS    seconds per measured load run (default $DUR)
+  --repeat N         run each workload N times per server, alternating the
+                     servers, and use the median (default 1); helps on a
+                     busy machine
   --idle-conns N     idle connections for the memory figure (default $IDLE)
   --hotsock PATH     use this hotsock binary instead of building one
   --build-dir DIR    where to build (default build-bench; env BUILD_DIR)
@@ -68,6 +72,7 @@ while [ $# -gt 0 ]; do
   case $1 in
   --quick) QUICK=1 DUR=1 SYSDUR=0.5 IDLE=1000 ;;
   --duration) DUR=$2; shift ;;
+  --repeat) REPEAT=$2; shift ;;
   --idle-conns) IDLE=$2; shift ;;
   --hotsock) HOTSOCK=$2; shift ;;
   --build-dir) BUILD_DIR=$2; shift ;;
@@ -216,11 +221,12 @@ count_syscalls() {
   esac
 }
 
-# measure NAME PID WORKLOAD LOADARGS...: one load run with the CPU count around
-# it, then a syscall window. Appends a line to $OUT/results.
+# measure NAME PID WORKLOAD REP LOADARGS...: one load run with the CPU count
+# around it, then (first repetition only) a syscall window. Appends a line to
+# $OUT/results.
 measure() {
-  local name=$1 pid=$2 wl=$3
-  shift 3
+  local name=$1 pid=$2 wl=$3 rep=$4
+  shift 4
   local c0 c1 res cpu_ns sys
   c0=$(cpu_ticks "$pid")
   res=$("${PIN_LOAD[@]}" "$LOAD" "$@" -d "$DUR")
@@ -231,7 +237,8 @@ measure() {
   cpu_ns=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v m="${msgs:-0}" 'BEGIN {printf "%.0f", (m > 0) ? d * 1e9 / t / m : 0}')
   local cpu_pct
   cpu_pct=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v s="${secs:-1}" 'BEGIN {printf "%.0f", d / t / s * 100}')
-  sys=$(count_syscalls "$pid" "$OUT/sys.$name.$wl" "$@" -d "$SYSDUR")
+  sys="0 0 0 0 0"
+  [ "$rep" = 1 ] && sys=$(count_syscalls "$pid" "$OUT/sys.$name.$wl" "$@" -d "$SYSDUR")
   echo "$name $wl cpu_ns=$cpu_ns cpu_pct=$cpu_pct sys=${sys// /,} $res" >>"$OUT/results"
   printf '  %-8s %-9s %9s msg/s %8s MB/s  p50 %7s us  p99 %7s us  p99.9 %7s us  cpu %4s%%  %6s ns/msg  errors %s\n' \
     "$name" "$wl" "$(kv msgs_per_s "$res")" "$(kv mb_per_s "$res")" "$(kv p50_us "$res")" \
@@ -291,7 +298,8 @@ FAILED=0
 : >"$OUT/load.log"
 echo "hotsock bench: $(date -u '+%Y-%m-%d %H:%M UTC'), $NCPU CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)),"
 echo "  kernel $(uname -r), libuv $(pkg-config --modversion libuv 2>/dev/null), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "  $DUR s per run, syscalls counted by $TRACER over $SYSDUR s windows, output in $OUT"
+echo "  $DUR s per run x $REPEAT (medians), syscalls counted by $TRACER over $SYSDUR s windows,"
+echo "  output in $OUT"
 echo
 
 WORKLOADS=(
@@ -303,8 +311,10 @@ WORKLOADS=(
 for w in "${WORKLOADS[@]}"; do
   wl=${w%%|*}
   read -r -a args <<<"${w#*|}"
-  measure uv_echo "$UV_PID" "$wl" -p "$UV_PORT" "${args[@]}"
-  measure hotsock "$HS_PID" "$wl" -p "$HS_PORT" "${args[@]}"
+  for ((rep = 1; rep <= REPEAT; rep++)); do
+    measure uv_echo "$UV_PID" "$wl" "$rep" -p "$UV_PORT" "${args[@]}"
+    measure hotsock "$HS_PID" "$wl" "$rep" -p "$HS_PORT" "${args[@]}"
+  done
   if [ "$wl" = p1 ] && [ "$PERF_PROFILE" = 1 ] && command -v perf >/dev/null; then
     perf record -g -o "$OUT/perf.data" -p "$HS_PID" -- \
       "${PIN_LOAD[@]}" "$LOAD" -p "$HS_PORT" "${args[@]}" -d "$DUR" >/dev/null 2>&1
@@ -336,17 +346,29 @@ awk -v tracer="$TRACER" -v strict="$STRICT" '
     for (i = 1; i <= n; i++) if (index(a[i], key "=") == 1) return substr(a[i], length(key) + 2)
     return ""
   }
-  function sys(name, wl, i,   a) { split(v(R[name, wl], "sys"), a, ","); return a[i] + 0 }
+  function sys(name, wl, i,   a) { split(v(S[name, wl], "sys"), a, ","); return a[i] + 0 }
+  # the median of KEY over the repetitions of NAME WL
+  function med(name, wl, key,   k, i, j, t, x, c) {
+    c = N[name, wl]
+    if (!c) return ""
+    for (i = 1; i <= c; i++) x[i] = v(L[name, wl, i], key) + 0
+    for (i = 2; i <= c; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+    return c % 2 ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
+  }
   function row(what, h, u, ratio, target, ok) {
     printf "%-44s %12s %12s %8s  %-22s %s\n", what, h, u, ratio, target, ok
     if (ok == "MISSED") missed++
   }
   function mark(c) { return c ? "met" : "MISSED" }
-  { if ($2 == "idle" || $2 == "callgrind") R[$1, $2] = $0; else R[$1, $2] = $0 }
+  {
+    R[$1, $2] = $0
+    L[$1, $2, ++N[$1, $2]] = $0
+    if (N[$1, $2] == 1) S[$1, $2] = $0
+  }
   END {
     printf "%-44s %12s %12s %8s  %-22s %s\n", "figure", "hotsock", "uv_echo", "ratio", "target", "result"
     printf "%-44s %12s %12s %8s  %-22s %s\n", "------", "-------", "-------", "-----", "------", "------"
-    h = v(R["hotsock", "p1"], "cpu_ns"); u = v(R["uv_echo", "p1"], "cpu_ns")
+    h = med("hotsock", "p1", "cpu_ns"); u = med("uv_echo", "p1", "cpu_ns")
     r = u > 0 ? h / u : 0
     row("P1: 50 clients, 64 B lines, CPU ns/msg", h, u, sprintf("%.2f", r), "<= 0.80x baseline", mark(r > 0 && r <= 0.8))
     if (tracer != "none") {
@@ -357,7 +379,7 @@ awk -v tracer="$TRACER" -v strict="$STRICT" '
           sprintf("%.2f/%.2f/%.2f", sys("hotsock","p1",2)/(hm?hm:1), sys("hotsock","p1",3)/(hm?hm:1), sys("hotsock","p1",4)/(hm?hm:1)),
           sprintf("%.2f/%.2f/%.2f", sys("uv_echo","p1",2)/(um?um:1), sys("uv_echo","p1",3)/(um?um:1), sys("uv_echo","p1",4)/(um?um:1)), "", "", "")
     }
-    h = v(R["hotsock", "p16"], "cpu_ns"); u = v(R["uv_echo", "p16"], "cpu_ns")
+    h = med("hotsock", "p16", "cpu_ns"); u = med("uv_echo", "p16", "cpu_ns")
     r = u > 0 ? h / u : 0
     row("P16: 50 clients, 16 lines/write, CPU ns/msg", h, u, sprintf("%.2f", r), "<= 1.30x baseline", mark(r > 0 && r <= 1.3))
     if (tracer != "none") {
@@ -367,15 +389,15 @@ awk -v tracer="$TRACER" -v strict="$STRICT" '
       row("P16: write() per read()", sprintf("%.2f", a), sprintf("%.2f", b), "", "<= 1.0 (one per read)", mark(hr > 0 && a <= 1.0))
       row("P16:   syscalls/msg", sprintf("%.3f", hm ? sys("hotsock","p16",1) / hm : 0), sprintf("%.3f", um ? sys("uv_echo","p16",1) / um : 0), "", "", "")
     }
-    h = v(R["hotsock", "large"], "mb_per_s"); u = v(R["uv_echo", "large"], "mb_per_s")
+    h = med("hotsock", "large", "mb_per_s"); u = med("uv_echo", "large", "mb_per_s")
     r = u > 0 ? h / u : 0
-    row("large: 10 clients, 16 KiB, MB/s", h, u, sprintf("%.2f", r), ">= 0.95x baseline", mark(r >= 0.95))
-    h = v(R["hotsock", "large"], "cpu_ns"); u = v(R["uv_echo", "large"], "cpu_ns")
+    row("large: 10 clients, 16 KiB, MB/s", sprintf("%.0f", h), sprintf("%.0f", u), sprintf("%.2f", r), ">= 0.95x baseline", mark(r >= 0.95))
+    h = med("hotsock", "large", "cpu_ns"); u = med("uv_echo", "large", "cpu_ns")
     row("large:   CPU ns/msg", h, u, sprintf("%.2f", u > 0 ? h / u : 0), "", "")
-    h = v(R["hotsock", "churn"], "rounds_per_s"); u = v(R["uv_echo", "churn"], "rounds_per_s")
+    h = med("hotsock", "churn", "rounds_per_s"); u = med("uv_echo", "churn", "rounds_per_s")
     r = u > 0 ? h / u : 0
     row("churn: connection per request, conns/s", h, u, sprintf("%.2f", r), ">= 0.95x baseline", mark(r >= 0.95))
-    h = v(R["hotsock", "churn"], "cpu_ns"); u = v(R["uv_echo", "churn"], "cpu_ns")
+    h = med("hotsock", "churn", "cpu_ns"); u = med("uv_echo", "churn", "cpu_ns")
     row("churn:   CPU ns/conn", h, u, sprintf("%.2f", u > 0 ? h / u : 0), "", "")
     hn = v(R["hotsock", "idle"], "conns"); un = v(R["uv_echo", "idle"], "conns")
     h = hn ? (v(R["hotsock", "idle"], "rss1_kib") - v(R["hotsock", "idle"], "rss0_kib")) * 1024 / hn : 0
