@@ -1,0 +1,236 @@
+-- examples/redis.lua driven by the real clients: redis-cli and
+-- redis-benchmark, plus raw sockets for pipelining and protocol errors.
+package.path = "spec/?.lua;" .. package.path
+local H = require "helper"
+
+local function have(prog)
+  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
+end
+
+local function sh(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1", "r"))
+  local out = f:read("a")
+  local ok, _, code = f:close()
+  return out, ok and 0 or code
+end
+
+-- redis-cli -p PORT args... -> output without the final newline
+local function cli(srv, ...)
+  local parts = { "timeout 20 redis-cli -h 127.0.0.1 -p", tostring(srv.port) }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = H.quote(a) end
+  local out = sh(table.concat(parts, " "))
+  return (out:gsub("\n$", ""))
+end
+
+local function lines(s)
+  local t = {}
+  for l in (s .. "\n"):gmatch("([^\n]*)\n") do t[#t + 1] = l end
+  return t
+end
+
+local function start()
+  return H.start("examples/redis.lua")
+end
+
+describe("examples/redis.lua", function()
+  after_each(H.cleanup)
+
+  if not have("redis-cli") then
+    pending("redis-cli is not installed")
+    return
+  end
+
+  it("answers PING and ECHO", function()
+    local srv = start()
+    assert.are.equal("PONG", cli(srv, "ping"))
+    assert.are.equal("hi there", cli(srv, "ping", "hi there"))
+    assert.are.equal("a\tb", cli(srv, "echo", "a\tb"))
+  end)
+
+  it("sets and gets, with NX, XX and GET", function()
+    local srv = start()
+    assert.are.equal("OK", cli(srv, "set", "k", "v 1"))
+    assert.are.equal("v 1", cli(srv, "get", "k"))
+    assert.are.equal("", cli(srv, "get", "missing"))         -- nil prints as nothing
+    assert.are.equal("", cli(srv, "set", "k", "x", "NX"))    -- not set
+    assert.are.equal("v 1", cli(srv, "get", "k"))
+    assert.are.equal("", cli(srv, "set", "new", "x", "XX"))  -- not set
+    assert.are.equal("0", cli(srv, "exists", "new"))
+    assert.are.equal("v 1", cli(srv, "set", "k", "v2", "GET"))
+    assert.are.equal("v2", cli(srv, "get", "k"))
+    assert.matches("syntax error", cli(srv, "set", "k", "v", "BOGUS"))
+    assert.matches("wrong number of arguments", cli(srv, "get"))
+  end)
+
+  it("keeps a binary-safe value", function()
+    local srv = start()
+    local c = srv:connect()
+    local v = "a\r\nb\0c"
+    H.send(c, "*3\r\n$3\r\nSET\r\n$3\r\nbin\r\n$" .. #v .. "\r\n" .. v .. "\r\n*2\r\n$3\r\nGET\r\n$3\r\nbin\r\n")
+    assert.are.equal("+OK", H.line(c))
+    assert.are.equal("$6", H.line(c))
+    assert.are.equal(v .. "\r\n", H.recv(c, 8))
+  end)
+
+  it("expires keys: EX with TTL, PX, EXPIRE and PERSIST", function()
+    local srv = start()
+    assert.are.equal("OK", cli(srv, "set", "t", "1", "EX", "100"))
+    local ttl = tonumber(cli(srv, "ttl", "t"))
+    assert.is_true(ttl > 0 and ttl <= 100, "ttl " .. tostring(ttl))
+    assert.are.equal("-2", cli(srv, "ttl", "missing"))
+    assert.are.equal("OK", cli(srv, "set", "p", "1"))
+    assert.are.equal("-1", cli(srv, "ttl", "p"))
+    assert.are.equal("1", cli(srv, "expire", "p", "50"))
+    assert.is_true(tonumber(cli(srv, "pttl", "p")) > 0)
+    assert.are.equal("1", cli(srv, "persist", "p"))
+    assert.are.equal("-1", cli(srv, "ttl", "p"))
+    -- a short time to live: the key goes away (lazily or by the sweep)
+    assert.are.equal("OK", cli(srv, "set", "short", "1", "PX", "30"))
+    assert.is_truthy(H.wait_until(function() return cli(srv, "exists", "short") == "0" end, 5, 0.05))
+    assert.are.equal("-2", cli(srv, "ttl", "short"))
+    -- the sweep removes expired keys nobody touches: DBSIZE drops
+    assert.are.equal("OK", cli(srv, "set", "s1", "1", "PX", "20"))
+    assert.are.equal("OK", cli(srv, "set", "s2", "1", "PX", "20"))
+    assert.is_truthy(H.wait_until(function() return cli(srv, "dbsize") == "2" end, 5, 0.05),
+      "dbsize " .. cli(srv, "dbsize"))
+    assert.matches("invalid expire time", cli(srv, "set", "k", "v", "EX", "0"))
+  end)
+
+  it("counts with INCR, DECR and INCRBY, and refuses non-integers", function()
+    local srv = start()
+    assert.are.equal("1", cli(srv, "incr", "n"))
+    assert.are.equal("2", cli(srv, "incr", "n"))
+    assert.are.equal("12", cli(srv, "incrby", "n", "10"))
+    assert.are.equal("11", cli(srv, "decr", "n"))
+    assert.are.equal("11", cli(srv, "get", "n"))
+    cli(srv, "set", "s", "abc")
+    assert.matches("not an integer", cli(srv, "incr", "s"))
+    cli(srv, "set", "big", "9223372036854775807")
+    assert.matches("overflow", cli(srv, "incr", "big"))
+  end)
+
+  it("lists keys by glob, deletes and counts them, flushes", function()
+    local srv = start()
+    for _, k in ipairs({ "user:1", "user:2", "user:10", "admin:1", "a*b" }) do
+      assert.are.equal("OK", cli(srv, "set", k, "x"))
+    end
+    local function keys(p)
+      local t = lines(cli(srv, "keys", p))
+      if t[1] == "" then t = {} end
+      table.sort(t)
+      return t
+    end
+    assert.are.same({ "a*b", "admin:1", "user:1", "user:10", "user:2" }, keys("*"))
+    assert.are.same({ "user:1", "user:10", "user:2" }, keys("user:*"))
+    assert.are.same({ "user:1", "user:2" }, keys("user:?"))
+    assert.are.same({ "user:1", "user:2" }, keys("user:[12]"))
+    assert.are.same({ "user:2" }, keys("user:[^1]"))
+    assert.are.same({ "user:1", "user:2" }, keys("user:[0-9]"))
+    assert.are.same({ "admin:1" }, keys("?dmin*"))
+    assert.are.same({ "a*b" }, keys("a\\*b"))
+    assert.are.same({}, keys("nothing*"))
+    assert.are.same({}, keys("user:[]"))
+    assert.are.equal("5", cli(srv, "dbsize"))
+    assert.are.equal("2", cli(srv, "del", "user:1", "user:2", "user:3"))
+    assert.are.equal("1", cli(srv, "exists", "user:10", "user:1"))
+    assert.are.equal("3", cli(srv, "dbsize"))
+    assert.are.equal("OK", cli(srv, "flushall"))
+    assert.are.equal("0", cli(srv, "dbsize"))
+  end)
+
+  it("answers pipelined inline and RESP commands in order", function()
+    local srv = start()
+    local c = srv:connect()
+    H.send(c, "PING\r\nSET a 1\r\n*2\r\n$4\r\nINCR\r\n$1\r\na\r\nGET a\r\nECHO \"x y\"\r\nNOSUCH 1\r\n")
+    assert.are.equal("+PONG", H.line(c))
+    assert.are.equal("+OK", H.line(c))
+    assert.are.equal(":2", H.line(c))
+    assert.are.equal("$1", H.line(c))
+    assert.are.equal("2", H.line(c))
+    assert.are.equal("$3", H.line(c))
+    assert.are.equal("x y", H.line(c))
+    assert.matches("^%-ERR unknown command 'NOSUCH'", H.line(c))
+    -- the same, one byte at a time
+    H.send_bytewise(c, "*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n")
+    assert.are.equal("$1", H.line(c))
+    assert.are.equal("2", H.line(c))
+    assert.are.equal("+PONG", H.line(c))
+  end)
+
+  it("takes a bulk load through redis-cli --pipe", function()
+    local srv = start()
+    local parts = {}
+    for i = 1, 500 do
+      parts[#parts + 1] = ("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n")
+        :format(#("key" .. i), "key" .. i, #("val" .. i), "val" .. i)
+    end
+    parts[#parts + 1] = "*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n"
+    local file = H.write_script(table.concat(parts), "load.resp")
+    local out = sh("timeout 20 redis-cli -h 127.0.0.1 -p " .. srv.port .. " --pipe < " .. H.quote(file))
+    assert.matches("errors: 0, replies: 501", out)
+    assert.are.equal("501", cli(srv, "dbsize"))
+    assert.are.equal("val250", cli(srv, "get", "key250"))
+  end)
+
+  it("answers a protocol error and closes that connection only", function()
+    local srv = start()
+    local other = srv:connect()
+    local c = srv:connect()
+    H.send(c, "PING\r\n*1\r\n$x\r\n")
+    assert.are.equal("+PONG", H.line(c))
+    assert.matches("^%-ERR Protocol error: invalid bulk length", H.line(c))
+    assert.are.equal("closed", (H.read_to_close(c)))
+    H.send(other, "PING\r\n")
+    assert.are.equal("+PONG", H.line(other))
+    -- over the inline limit
+    local c2 = srv:connect()
+    H.send(c2, ("x"):rep(70 * 1024))
+    assert.matches("too big inline request", H.line(c2))
+  end)
+
+  it("QUIT answers OK and closes", function()
+    local srv = start()
+    local c = srv:connect()
+    H.send(c, "QUIT\r\nPING\r\n")
+    assert.are.equal("+OK", H.line(c))
+    local err, rest = H.read_to_close(c)
+    assert.are.equal("closed", err)
+    assert.are.equal("", rest)
+  end)
+
+  it("keeps the data across a reload", function()
+    local srv = start()
+    assert.are.equal("OK", cli(srv, "set", "kept", "yes"))
+    local c = srv:connect()
+    H.send(c, "SET during reload\r\n")
+    assert.are.equal("+OK", H.line(c))
+    srv:signal("HUP")
+    srv:expect_log("reloaded")
+    assert.are.equal("yes", cli(srv, "get", "kept"))
+    H.send(c, "GET during\r\n")
+    assert.are.equal("$6", H.line(c))
+    assert.are.equal("reload", H.line(c))
+  end)
+
+  it("serves redis-benchmark without errors", function()
+    if not have("redis-benchmark") then
+      pending("redis-benchmark is not installed")
+      return
+    end
+    local srv = start()
+    local out, code = sh("timeout 60 redis-benchmark -h 127.0.0.1 -p " .. srv.port ..
+      " -q -n 2000 -c 10 -t set,get")
+    assert.are.equal(0, code, out)
+    assert.matches("SET: [%d%.]+ requests per second", out)
+    assert.matches("GET: [%d%.]+ requests per second", out)
+    assert.is_nil(out:lower():find("error"), out)
+    -- pipelined too
+    out, code = sh("timeout 60 redis-benchmark -h 127.0.0.1 -p " .. srv.port ..
+      " -q -n 2000 -c 10 -P 16 -t set,get")
+    assert.are.equal(0, code, out)
+    assert.matches("GET: [%d%.]+ requests per second", out)
+    assert.is_nil(out:lower():find("error"), out)
+    local st = srv:stderr()
+    assert.is_nil(st:find("handler error", 1, true), st)
+  end)
+end)
