@@ -15,13 +15,17 @@
 -- {exact = n} for a Content-Length body, or follows the chunked coding
 -- (size line, data, CRLF, trailers), and back to "line" for the next
 -- request. Bytes already received are re-framed, so pipelined requests are
--- answered in order. A malformed request gets 400, a body over MAX_BODY
--- 413; either way the connection is then closed.
+-- answered in order. A malformed request gets 400, a request line over
+-- MAX_HEAD 414, a head over it 431, a body over MAX_BODY 413; each time the
+-- connection is then closed. A single line over MAX_FRAME is cut off by the
+-- host itself ("frame too large"), without an answer.
 local hs = require "hotsock"
 local http = require "hotsock.http"
 
 local MAX_BODY = 1024 * 1024      -- request bodies up to 1 MiB
-local PIECE = 8192                -- body frames; at most max_frame
+local PIECE = 16384               -- body frames; at most max_frame
+local MAX_HEAD = 16384            -- request line and headers; over it 414 / 431
+local MAX_FRAME = 65536           -- a longer line is cut off by the host, unanswered
 local LINGER = 2000               -- ms to drain a client we refused
 
 local date_at, date_str = -1, ""
@@ -113,7 +117,7 @@ end
 return {
   listen = "127.0.0.1:8080",
   framing = "line",
-  max_frame = PIECE,                            -- a header line, or a body piece
+  max_frame = MAX_FRAME,                        -- a header line, or a body piece
   timeouts = { idle = 60000, frame = 10000 },   -- idle keep-alive; slow heads
 
   on_message = function(conn, msg)
@@ -136,11 +140,11 @@ return {
 
     local head = conn.head
     if not head then
-      head = http.head_reader()
+      head = http.head_reader({ max_head = MAX_HEAD, max_request_line = MAX_HEAD })
       conn.head = head
     end
-    local req, err = head:line(msg)
-    if err then return refuse(conn, 400, err) end
+    local req, err, status = head:line(msg)
+    if err then return refuse(conn, status or 400, err) end
     if not req then return end
 
     local kind, n = http.body_kind(req)

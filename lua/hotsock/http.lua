@@ -7,7 +7,7 @@
 --   http.parse_head(text)         -> req | nil, err     (a whole head, e.g.
 --                                     from {delimiter = "\r\n\r\n"} framing)
 --   http.head_reader(opts)        -> r; r:line(l) -> req | nil (more) |
---                                     nil, err          (line framing)
+--                                     nil, err, status  (line framing)
 -- A request is a table: method, target, path, query (nil without "?"),
 -- version ("1.1"), major, minor, headers (lower-case name -> value, repeated
 -- headers joined with ", "), header_list ({name, value} pairs as sent).
@@ -153,25 +153,30 @@ local HeadReader = {}
 HeadReader.__index = HeadReader
 
 -- head_reader([opts]) -> a reader fed one line at a time (line framing).
--- opts.max_headers (100), opts.max_head (bytes of head, 64 KiB).
+-- opts.max_headers (100), opts.max_head (bytes of head, 64 KiB),
+-- opts.max_request_line (bytes, 8 KiB).
 function M.head_reader(opts)
   opts = opts or {}
   return setmetatable({
     max_headers = opts.max_headers or DEFAULT_MAX_HEADERS,
     max_head = opts.max_head or DEFAULT_MAX_HEAD,
+    max_request_line = opts.max_request_line or 8192,
     req = nil, size = 0,
   }, HeadReader)
 end
 
 -- r:line(l) -> req when the head is complete (the reader is then ready for
--- the next request), nil while more lines are needed, nil, err when the
--- head is malformed.
+-- the next request), nil while more lines are needed, or nil, err, status
+-- when the head is malformed or too large (status: 400, 414 for a request
+-- line over max_request_line, 431 for a head over max_head or too many
+-- headers).
 function HeadReader:line(l)
   local req = self.req
   if not req then
     if l == "" or l == "\r" then return nil end -- stray empty lines before a request
+    if #l > self.max_request_line then return nil, "request line too long", 414 end
     local method, target, major, minor = M.parse_request_line(l)
-    if not method then return nil, target end
+    if not method then return nil, target, 400 end
     self.req = new_request(method, target, major, minor)
     self.size = #l
     return nil
@@ -183,12 +188,12 @@ function HeadReader:line(l)
   self.size = self.size + #l + 2
   if self.size > self.max_head then
     self.req = nil
-    return nil, "request head too large"
+    return nil, "request head too large", 431
   end
   local ok, err = add_header(req, l, self.max_headers)
   if not ok then
     self.req = nil
-    return nil, err
+    return nil, err, err == "too many headers" and 431 or 400
   end
   return nil
 end
