@@ -272,3 +272,117 @@ return {
     assert.is_true(n <= 4, "EMFILE logged " .. n .. " times")
   end)
 end)
+
+-- Each limit's command-line flag wins over the module's field, and its trip
+-- is counted.
+describe("limits set on the command line", function()
+  after_each(H.cleanup)
+
+  local CLI_SCRIPT = [[
+local hs = require "hotsock"
+return {
+  framing = "line",
+  --TOP--
+  on_connect = function(conn) conn:send("id ", tostring(conn.id), "\n") end,
+  on_message = function(conn, line)
+    if line == "stats" then
+      local s, out = hs.stats(), {}
+      for _, k in ipairs({ "closed", "handler_errors", "handler_timeouts", "oversize_frames",
+          "outbuf_disconnects", "timeouts" }) do
+        out[#out + 1] = k .. "=" .. tostring(s[k])
+      end
+      conn:send(table.concat(out, " "), "\n")
+    elseif line == "spin" then            -- one second of CPU, then an answer
+      local t = os.clock()
+      while os.clock() - t < 1 do end
+      conn:send("finished\n")
+    elseif line == "alloc" then           -- 64 MiB at once
+      local s = string.rep("x", 64 * 1024 * 1024)
+      conn:send("made ", #s, "\n")
+    elseif line:match("^big %d+$") then
+      conn:send(string.rep("w", tonumber(line:match("%d+"))))
+    else
+      conn:send("echo ", #line, "\n")
+    end
+  end,
+  on_close = function(conn, reason) io.stderr:write("@@ CLOSE ", conn.id, " ", reason, "\n") end,
+}
+]]
+  local function cli_script(top)
+    return (CLI_SCRIPT:gsub("%-%-TOP%-%-", function() return top end))
+  end
+  local function stats_line(c)
+    H.send(c, "stats\n")
+    return assert(H.line(c))
+  end
+  local ZERO = "closed=0 handler_errors=0 handler_timeouts=0 oversize_frames=0 " ..
+    "outbuf_disconnects=0 timeouts=0"
+
+  it("the default max_frame is 65536: a line of that length is served, one byte more closes", function()
+    local srv = H.start(cli_script(""))
+    local keep = open(srv)
+    local c, id = open(srv)
+    H.send(c, string.rep("d", 65536) .. "\n")
+    assert.are.equal("echo 65536", H.line(c))
+    H.send(c, string.rep("d", 65537) .. "\n")
+    local err = H.read_to_close(c)
+    assert.truthy(closed_ok(err), tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " frame too large\n", 3, true)
+    assert.are.equal("closed=1 handler_errors=0 handler_timeouts=0 oversize_frames=1 " ..
+      "outbuf_disconnects=0 timeouts=0", stats_line(keep))
+  end)
+
+  it("--max-inbuf wins over the module", function()
+    local srv = H.start(cli_script("max_inbuf = 1048576, max_frame = 1048576,"),
+      { args = { "--max-inbuf", "4096" } })
+    local keep = open(srv)
+    assert.are.equal(ZERO, stats_line(keep))
+    local c, id = open(srv)
+    H.send(c, string.rep("i", 3000) .. "\n")
+    assert.are.equal("echo 3000", H.line(c))
+    c:send(string.rep("i", 5000))
+    local err = H.read_to_close(c)
+    assert.truthy(closed_ok(err), tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " input too large\n", 3, true)
+    H.send(keep, "k\n")
+    assert.are.equal("echo 1", H.line(keep))
+  end)
+
+  it("--max-outbuf wins over the module", function()
+    local srv = H.start(cli_script("max_outbuf = 67108864,"), { args = { "--max-outbuf", "262144" } })
+    local keep = open(srv)
+    local c, id = open(srv)
+    H.send(c, "big 33554432\n")                   -- 32 MiB it does not read
+    srv:expect_log("@@ CLOSE " .. id .. " output buffer full\n", 5, true)
+    assert.are.equal("closed=1 handler_errors=0 handler_timeouts=0 oversize_frames=0 " ..
+      "outbuf_disconnects=1 timeouts=0", stats_line(keep))
+  end)
+
+  it("--handler-budget wins over the module", function()
+    local srv = H.start(cli_script("handler_budget = 5000,"), { args = { "--handler-budget", "50" } })
+    local keep = open(srv)
+    local c, id = open(srv)
+    H.send(c, "spin\n")
+    local err, data = H.read_to_close(c, 5)
+    assert.are.equal("", data)
+    assert.truthy(closed_ok(err), tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
+    assert.are.equal("closed=1 handler_errors=1 handler_timeouts=1 oversize_frames=0 " ..
+      "outbuf_disconnects=0 timeouts=0", stats_line(keep))
+  end)
+
+  it("--max-lua-memory wins over the module", function()
+    local srv = H.start(cli_script("max_lua_memory = 268435456, handler_budget = 10000,"),
+      { args = { "--max-lua-memory", "33554432" } })
+    local keep = open(srv)
+    local c, id = open(srv)
+    H.send(c, "alloc\n")
+    local err, data = H.read_to_close(c, 10)
+    assert.are.equal("", data)
+    assert.truthy(closed_ok(err), tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler error\n", 3, true)
+    assert.truthy(srv:stderr():find("not enough memory", 1, true))
+    assert.are.equal("closed=1 handler_errors=1 handler_timeouts=0 oversize_frames=0 " ..
+      "outbuf_disconnects=0 timeouts=0", stats_line(keep))
+  end)
+end)

@@ -41,14 +41,23 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 /* Count hook: once the deadline passes, every instruction raises, so a pcall
  * in the script cannot swallow the stop: its caller's next instruction raises
- * again, all the way out. */
+ * again, all the way out. The spin may be in a coroutine the handler made
+ * (coroutine.wrap); its error ends that coroutine, and a pcall around the
+ * resume would let the handler go on, so the threads the call started from
+ * (the main thread and a handle coroutine) raise on every instruction too. */
 static void budget_hook(lua_State *L, lua_Debug *ar) {
   hs_server_t *srv = hs_server_from_lua(L);
   (void)ar;
+  /* A thread left raising on every instruction by an earlier stop. */
+  if ((srv->budget_depth == 0 || !srv->budget_tripped) && lua_gethookcount(L) != HOOK_COUNT)
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   if (srv->budget_depth == 0) return;
   if (!srv->budget_tripped) {
     if (uv_hrtime() < srv->budget_deadline) return;
     srv->budget_tripped = 1;
+    if (L != srv->L) lua_sethook(srv->L, budget_hook, LUA_MASKCOUNT, 1);
+    if (srv->current && srv->current->co && srv->current->co != L)
+      lua_sethook(srv->current->co, budget_hook, LUA_MASKCOUNT, 1);
   }
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
   luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->budget_ms);
@@ -68,6 +77,8 @@ int hs_script_budget_stop(hs_server_t *srv) {
   if (tripped) {
     srv->budget_tripped = 0;
     lua_sethook(srv->L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    if (srv->current && srv->current->co)
+      lua_sethook(srv->current->co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   }
   return tripped;
 }
@@ -494,6 +505,25 @@ static void apply_cli(const hs_limits_t *cli, hs_limits_t *l) {
   if (cli->max_lua_memory) l->max_lua_memory = cli->max_lua_memory;
 }
 
+/* The file:line where a call stopped by the budget was running: the first Lua
+ * frame of the traceback msgh appended. Empty when there is none. */
+static void stopped_at(const char *tb, char *out, size_t outlen) {
+  out[0] = 0;
+  const char *p = tb ? strstr(tb, "\nstack traceback:") : NULL;
+  while (p && (p = strstr(p + 1, "\n\t")) != NULL) {
+    const char *frame = p + 2, *end = strstr(frame, ": in ");
+    const char *eol = strchr(frame, '\n');
+    if (!end || (eol && eol < end)) continue;
+    if (strncmp(frame, "[C]", 3) == 0 || strncmp(frame, "(...tail calls...)", 18) == 0)
+      continue;
+    size_t n = (size_t)(end - frame);
+    if (n >= outlen) n = outlen - 1;
+    memcpy(out, frame, n);
+    out[n] = 0;
+    return;
+  }
+}
+
 /* Compile and run the script in a fresh environment under the load budget,
  * check what it returns, and on success make it the module. The old module
  * stays in place on any failure. Returns 0, or -1 with err filled. */
@@ -521,10 +551,12 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   st = lua_pcall(L, srv->argc, 1, base);
   int tripped = hs_script_budget_stop(srv);
   if (st != LUA_OK) {
-    if (tripped)
-      snprintf(err, errlen, "%s: loading took longer than %llu ms", srv->script_path,
-               (unsigned long long)srv->load_budget);
-    else
+    if (tripped) {
+      char at[256];
+      stopped_at(lua_tostring(L, -1), at, sizeof at);
+      snprintf(err, errlen, "%s: loading took longer than %llu ms (stopped there)",
+               at[0] ? at : srv->script_path, (unsigned long long)srv->load_budget);
+    } else
       snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_settop(L, top);
     if (st == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
@@ -708,6 +740,35 @@ static void restore_local_modules(hs_server_t *srv, int put_back) {
   lua_pop(L, 1);
 }
 
+/* new.on_reload(old), when the new module has one, under the load budget.
+ * Its error or time-out fails the reload: returns -1 with err filled. It
+ * does not count as a handler error (nor against a probation). */
+static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errlen) {
+  lua_State *L = srv->L;
+  int top = lua_gettop(L);
+  if (!hs_script_get_handler(srv, "on_reload")) return 0;
+  lua_pushcfunction(L, msgh);
+  lua_insert(L, top + 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
+  hs_script_budget_start(srv, srv->load_budget);
+  int st = lua_pcall(L, 1, 0, top + 1);
+  int tripped = hs_script_budget_stop(srv);
+  if (st != LUA_OK) {
+    if (tripped) {
+      char at[256];
+      stopped_at(lua_tostring(L, -1), at, sizeof at);
+      snprintf(err, errlen, "%s%son_reload took longer than %llu ms (stopped there)", at,
+               at[0] ? ": " : "", (unsigned long long)srv->load_budget);
+    } else {
+      const char *msg = lua_tostring(L, -1);
+      snprintf(err, errlen, "on_reload: %s", msg ? msg : "(error object is not a string)");
+    }
+  }
+  lua_settop(L, top);
+  if (st == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+  return st == LUA_OK ? 0 : -1;
+}
+
 /* Load the script again and swap modules only when everything succeeded:
  * the chunk ran, returned a valid module, and its on_reload(old) ran. */
 int hs_script_reload(hs_server_t *srv, const char *trigger) {
@@ -727,13 +788,7 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   srv->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   forget_local_modules(srv);
   int r = hs_script_load(srv, err, sizeof err);
-  if (r == 0 && hs_script_get_handler(srv, "on_reload")) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
-    if (hs_script_call(srv, NULL, 1, "on_reload") != LUA_OK) {
-      snprintf(err, sizeof err, "on_reload failed (see the error above)");
-      r = -1;
-    }
-  }
+  if (r == 0) r = call_on_reload(srv, old_ref, err, sizeof err);
   if (r == 0 && srv->coro_style != old_style) {
     snprintf(err, sizeof err, "a reload cannot switch between handle and event style");
     r = -1;
@@ -747,8 +802,9 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
     srv->framer = old_framer;
     srv->coro_style = old_style;
     srv->stats.reload_failed++;
-    hs_log(srv, HS_LOG_ERROR, "reload (%s) failed, generation %llu keeps serving: %s",
-           trigger, (unsigned long long)srv->stats.generation, err);
+    hs_log(srv, HS_LOG_ERROR,
+           "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s", trigger, ms,
+           (unsigned long long)srv->stats.generation, err);
     return -1;
   }
   /* Probation: keep the old module until the window passes cleanly. */

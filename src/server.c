@@ -2,6 +2,7 @@
  * done before the loop sleeps (deliver resumed input, flush output), signals,
  * and the orderly stop. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -102,17 +103,40 @@ static void format_addr(const struct sockaddr *sa, char *out, size_t outlen, cha
   if (port) *port = p;
 }
 
+/* True at most once a second per *last: for log lines that a flood of
+ * clients would otherwise repeat. */
+static int log_due(hs_server_t *srv, uint64_t *last) {
+  uint64_t now = uv_now(srv->loop);
+  if (*last != 0 && now - *last < 1000) return 0;
+  *last = now;
+  return 1;
+}
+
+/* Whether the descriptor table is full now that stream's descriptor was
+ * accepted. Left full, the next accept fails with EMFILE and libuv's spare
+ * descriptor trick drops those clients without telling anyone; refusing the
+ * client that took the last descriptor keeps one free, so every client the
+ * server cannot take is counted and logged here instead, and service comes
+ * back as soon as any descriptor is released. */
+static int out_of_descriptors(uv_stream_t *stream) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)stream, &fd) != 0) return 0;
+  int probe = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (probe >= 0) {
+    close(probe);
+    return 0;
+  }
+  return errno == EMFILE || errno == ENFILE;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   hs_listener_t *l = (hs_listener_t *)server;
   hs_server_t *srv = l->srv;
   if (status < 0) {
-    /* EMFILE and friends: libuv already dropped one pending connection with
-     * its reserve descriptor; say so at most once a second. */
-    uint64_t now = uv_now(srv->loop);
-    if (now - srv->last_emfile_log >= 1000 || srv->last_emfile_log == 0) {
-      srv->last_emfile_log = now;
+    /* libuv's spare descriptor was not there to drop the pending client
+     * (or another accept error): say so at most once a second. */
+    if (log_due(srv, &srv->last_emfile_log))
       hs_log(srv, HS_LOG_ERROR, "accept on %s failed: %s", l->name, uv_strerror(status));
-    }
     return;
   }
   if (srv->stopping) return;
@@ -128,12 +152,18 @@ static void on_connection(uv_stream_t *server, int status) {
   if (srv->stats.active >= srv->limits.max_clients) {
     /* Over max_clients: accepted and closed at once, without the script. */
     srv->stats.rejected++;
-    uint64_t now = uv_now(srv->loop);
-    if (now - srv->last_reject_log >= 1000 || srv->last_reject_log == 0) {
-      srv->last_reject_log = now;
+    if (log_due(srv, &srv->last_reject_log))
       hs_log(srv, HS_LOG_WARN, "max_clients (%zu) reached; rejecting new clients",
              srv->limits.max_clients);
-    }
+    hs_conn_discard(c);
+    return;
+  }
+  if (out_of_descriptors(&c->h.stream)) {
+    srv->stats.rejected++;
+    if (log_due(srv, &srv->last_emfile_log))
+      hs_log(srv, HS_LOG_ERROR,
+             "out of file descriptors (%s); rejecting new clients until some close",
+             uv_strerror(UV_EMFILE));
     hs_conn_discard(c);
     return;
   }
