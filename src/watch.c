@@ -1,26 +1,57 @@
-/* watch.c: reload when the script changes on disk. The script's folder is
- * watched rather than the file, so editors that save by writing a temporary
- * file and renaming it over the script keep being seen; events are debounced
- * (~50 ms) so one save gives one reload. */
+/* watch.c: reload when the script, or a module it required from its own
+ * folder, changes on disk. The folder is watched rather than the file: an
+ * editor that saves by writing a temporary file and renaming it over the
+ * script (or by moving the script aside and writing a new one) replaces the
+ * inode, which a watch on the file would lose; the folder's events name the
+ * file whatever inode it has. Events are debounced (~50 ms) so one save gives
+ * one reload, and a save caught half-way (the file missing during a rename,
+ * or truncated and not yet written) waits for the event that completes it. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <lauxlib.h>
 
 #include "hotsock.h"
 
 #define DEBOUNCE_MS 50
+#define MAX_CHANGED 8
 
 typedef struct hs_watch {
   uv_fs_event_t ev;
   uv_timer_t debounce;
   hs_server_t *srv;
-  int open_handles; /* freed when both handles closed */
-  char file[256];   /* the script's base name */
+  int open_handles;                  /* freed when both handles closed */
+  int nchanged;                      /* watched names changed since the last reload */
+  char changed[MAX_CHANGED][256];
+  char file[256];                    /* the script's base name */
 } hs_watch_t;
+
+/* A changed file that is missing or empty: an editor in the middle of a save.
+ * Loading it now would fail, and the rest of the save will bring another
+ * event. */
+static const char *half_saved(hs_watch_t *w, const char *name) {
+  char path[4096];
+  struct stat st;
+  int n = snprintf(path, sizeof path, "%s/%s", w->srv->script_dir, name);
+  if (n < 0 || (size_t)n >= sizeof path) return NULL;
+  if (stat(path, &st) != 0) return "missing";
+  if (S_ISREG(st.st_mode) && st.st_size == 0) return "empty";
+  return NULL;
+}
 
 static void debounce_cb(uv_timer_t *t) {
   hs_watch_t *w = t->data;
+  int n = w->nchanged;
+  w->nchanged = 0;
+  for (int i = 0; i < n; i++) {
+    const char *why = half_saved(w, w->changed[i]);
+    if (why) {
+      hs_log(w->srv, HS_LOG_DEBUG, "%s changed but is %s (a save in progress?); not reloading yet",
+             w->changed[i], why);
+      return;
+    }
+  }
   hs_server_request_reload(w->srv, "file change");
 }
 
@@ -44,6 +75,10 @@ static void fs_cb(uv_fs_event_t *h, const char *filename, int events, int status
   hs_watch_t *w = h->data;
   (void)events;
   if (status < 0 || !filename || !watched_name(w, filename)) return;
+  int seen = 0;
+  for (int i = 0; i < w->nchanged && !seen; i++) seen = strcmp(w->changed[i], filename) == 0;
+  if (!seen && w->nchanged < MAX_CHANGED)
+    snprintf(w->changed[w->nchanged++], sizeof w->changed[0], "%s", filename);
   uv_timer_start(&w->debounce, debounce_cb, DEBOUNCE_MS, 0);
 }
 
