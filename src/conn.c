@@ -349,6 +349,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (hs_buf_len(&c->in) > srv->limits.max_inbuf) {
     hs_log_conn(srv, c, HS_LOG_WARN, "input buffer over max_inbuf (%zu bytes); closing",
                 srv->limits.max_inbuf);
+    srv->stats.oversize_frames++;
     hs_conn_abort(c, "input too large");
   }
 }
