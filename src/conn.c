@@ -8,15 +8,6 @@
 
 #include "hotsock.h"
 
-/* A connect under way. Allocated apart from the connection, because a name
- * lookup can outlive it: when the connection finishes first, c is NULL and
- * the callback only frees this. */
-typedef struct hs_connect_req {
-  uv_connect_t req;
-  uv_getaddrinfo_t gai;
-  hs_conn_t *c;
-} hs_connect_req_t;
-
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void finish(hs_conn_t *c, int reset);
 static void timer_cb(uv_timer_t *t);
@@ -91,7 +82,7 @@ int hs_conn_handler(hs_conn_t *c, const char *name) {
 static hs_conn_t *waiter(hs_conn_t *c) { return c->owner ? c->owner : c; }
 
 /* Resume whoever waits on c with nargs values pushed on its coroutine. */
-static void resume_waiter(hs_conn_t *c, int nargs) {
+void hs_conn_resume_waiter(hs_conn_t *c, int nargs) {
   hs_conn_t *o = waiter(c);
   c->wait = HS_WAIT_NONE;
   o->wait = HS_WAIT_NONE;
@@ -126,7 +117,6 @@ static size_t input_len(const hs_conn_t *c) {
   return c->borrowed_len ? c->borrowed_len : hs_buf_len(&c->in);
 }
 
-static void start_reading(hs_conn_t *c);
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   hs_conn_t *c = (hs_conn_t *)h;
@@ -147,7 +137,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = p ? hs_buf_space(&c->in) : 0;
 }
 
-static void start_reading(hs_conn_t *c) {
+void hs_conn_start_reading(hs_conn_t *c) {
   if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_CLOSING | HS_CONN_PAUSED |
                   HS_CONN_HELD | HS_CONN_CONNECTING))
     return;
@@ -175,7 +165,7 @@ static void push_fail(hs_conn_t *c, lua_State *co, const char *err) {
 /* Resume a coroutine waiting in receive with nil, err, partial. */
 static void wake_reader(hs_conn_t *c, const char *err) {
   push_fail(c, waiter(c)->co, err);
-  resume_waiter(c, 3);
+  hs_conn_resume_waiter(c, 3);
 }
 
 static void frame_error(hs_conn_t *c, int r) {
@@ -262,7 +252,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
     if (coro) {
       lua_pushlstring(waiter(c)->co, p + fr.off, fr.len);
       consume(c, fr.consumed);
-      resume_waiter(c, 1);
+      hs_conn_resume_waiter(c, 1);
     } else {
       if (!hs_conn_handler(c, "on_message")) {
         consume(c, fr.consumed);
@@ -362,7 +352,7 @@ static void on_drain_check(hs_conn_t *c) {
   hs_conn_t *from = c->pipe_from;
   if (from && (from->flags & HS_CONN_HELD) && b <= srv->limits.low_water) {
     from->flags &= ~HS_CONN_HELD;
-    start_reading(from);
+    hs_conn_start_reading(from);
   }
   if (b > srv->limits.low_water) {
     c->flags |= HS_CONN_ABOVE_LOW;
@@ -607,7 +597,7 @@ int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
   c->wait = HS_WAIT_READ;
   if (c->owner) c->owner->wait = HS_WAIT_PEER;
   if (n > 0 && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
-  start_reading(c);
+  hs_conn_start_reading(c);
   hs_conn_timers_update(c);
   return lua_yield(co, 0);
 }
@@ -641,7 +631,7 @@ void hs_conn_start(hs_conn_t *c) {
     hs_script_call(srv, c, 1, "on_connect");
   }
   if (hs_conn_is_open(c)) {
-    start_reading(c);
+    hs_conn_start_reading(c);
     hs_conn_timers_update(c);
   }
 }
@@ -705,21 +695,18 @@ static void finish(hs_conn_t *c, int reset) {
   }
   if (!c->reason) c->reason = "closed";
   hs_log_conn(srv, c, HS_LOG_DEBUG, "closed: %s", c->reason);
-  if (c->creq) {
-    c->creq->c = NULL; /* its callback frees it */
-    c->creq = NULL;
-  }
+  hs_conn_forget_connect(c);
 
   /* An outbound connection its owner's coroutine waits on: wake it. */
   if (c->owner && c->wait != HS_WAIT_NONE) {
     lua_State *co = c->owner->co;
     if (c->wait == HS_WAIT_READ) {
       push_fail(c, co, "closed");
-      resume_waiter(c, 3);
+      hs_conn_resume_waiter(c, 3);
     } else {
       lua_pushnil(co);
       lua_pushstring(co, c->reason);
-      resume_waiter(c, 2);
+      hs_conn_resume_waiter(c, 2);
     }
   }
   if (c->owner) { /* still linked: leave the owner's list */
@@ -826,7 +813,7 @@ void hs_conn_pause(hs_conn_t *c) {
 void hs_conn_resume(hs_conn_t *c) {
   if (!(c->flags & HS_CONN_PAUSED)) return;
   c->flags &= ~HS_CONN_PAUSED;
-  start_reading(c);
+  hs_conn_start_reading(c);
   if (input_len(c) || (c->flags & HS_CONN_EOF)) hs_server_mark_pending(c->srv, c);
 }
 
@@ -838,151 +825,7 @@ void hs_conn_set_framing(hs_conn_t *c, const hs_framer_t *f) {
     hs_server_mark_pending(c->srv, c);
 }
 
-/* ---- outbound connections (hs.connect) and pipes ---- */
-
-
-static void fill_addr(const struct sockaddr *sa, char *out, size_t outlen, char *ip,
-                      size_t iplen, int *port) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  int p = 0;
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    uv_ip4_name(a, host, sizeof host);
-    p = ntohs(a->sin_port);
-    snprintf(out, outlen, "%s:%d", host, p);
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(a, host, sizeof host);
-    p = ntohs(a->sin6_port);
-    snprintf(out, outlen, "[%s]:%d", host, p);
-  }
-  if (ip) snprintf(ip, iplen, "%s", host);
-  if (port) *port = p;
-}
-
-static void connect_cb(uv_connect_t *req, int status) {
-  hs_connect_req_t *r = hs_container_of(req, hs_connect_req_t, req);
-  hs_conn_t *c = r->c;
-  free(r);
-  if (!c || (c->flags & HS_CONN_FINISHED)) return;
-  hs_server_t *srv = c->srv;
-  c->creq = NULL;
-  if (status < 0) {
-    srv->stats.connect_failed++;
-    snprintf(c->reason_buf, sizeof c->reason_buf, "%s", uv_strerror(status));
-    hs_log_conn(srv, c, HS_LOG_INFO, "connect to %s failed: %s", c->peer, c->reason_buf);
-    hs_conn_abort(c, c->reason_buf);
-    return;
-  }
-  srv->stats.connects++;
-  c->flags &= ~HS_CONN_CONNECTING;
-  c->last_read = c->last_write = uv_now(srv->loop);
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
-    fill_addr((struct sockaddr *)&ss, c->local, sizeof c->local, NULL, 0, NULL);
-  len = sizeof ss;
-  if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
-    fill_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer, c->peer_ip,
-              sizeof c->peer_ip, &c->peer_port);
-  hs_log_conn(srv, c, HS_LOG_DEBUG, "connected to %s", c->peer);
-  start_reading(c);
-  if (c->owner && c->wait == HS_WAIT_CONNECT) {
-    lua_rawgeti(c->owner->co, LUA_REGISTRYINDEX, c->box_ref);
-    resume_waiter(c, 1);
-  } else if (!c->owner && hs_conn_handler(c, "on_connect")) {
-    hs_lconn_push(srv, c);
-    hs_script_call(srv, c, 1, "on_connect");
-  }
-  if (hs_conn_is_open(c)) {
-    if (hs_conn_buffered(c) || (c->flags & (HS_CONN_SHUTDOWN | HS_CONN_FLUSHING)))
-      hs_server_mark_dirty(srv, c);
-    hs_conn_timers_update(c);
-  }
-}
-
-static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  hs_connect_req_t *r = hs_container_of(req, hs_connect_req_t, gai);
-  hs_conn_t *c = r->c;
-  if (!c || (c->flags & HS_CONN_FINISHED)) {
-    free(r);
-    uv_freeaddrinfo(res);
-    return;
-  }
-  hs_server_t *srv = c->srv;
-  int rc = status;
-  if (rc == 0) {
-    struct addrinfo *ai = res;
-    while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ai = ai->ai_next;
-    rc = ai ? uv_tcp_connect(&r->req, &c->h.tcp, ai->ai_addr, connect_cb) : UV_EAI_NONAME;
-  }
-  uv_freeaddrinfo(res);
-  if (rc == 0) return; /* connect_cb takes it from here */
-  free(r);
-  c->creq = NULL;
-  srv->stats.connect_failed++;
-  snprintf(c->reason_buf, sizeof c->reason_buf, "%s", uv_strerror(rc));
-  hs_log_conn(srv, c, HS_LOG_INFO, "cannot resolve %s: %s", c->peer, c->reason_buf);
-  hs_conn_abort(c, c->reason_buf);
-}
-
-/* Start an outbound TCP connection to host:port. With an owner, its
- * coroutine is the one that will wait on the result and read from it;
- * without, handlers_ref names the handler table for its events (or
- * LUA_NOREF). The Lua box exists on return. NULL with err on a failure
- * known at once. */
-hs_conn_t *hs_conn_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
-                           const hs_framer_t *f, int handlers_ref, hs_conn_t *owner,
-                           char *err, size_t errlen) {
-  struct sockaddr_storage ss;
-  int literal = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
-                uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0;
-  hs_connect_req_t *r = calloc(1, sizeof *r);
-  hs_conn_t *c = r ? hs_conn_new(srv, NULL) : NULL;
-  if (!c) {
-    free(r);
-    snprintf(err, errlen, "not enough memory");
-    return NULL;
-  }
-  c->flags |= HS_CONN_OUTBOUND | HS_CONN_CONNECTING;
-  c->framer = *f;
-  snprintf(c->peer, sizeof c->peer, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-  snprintf(c->peer_ip, sizeof c->peer_ip, "%s", host);
-  c->peer_port = port;
-  r->c = c;
-  int rc;
-  if (literal) {
-    rc = uv_tcp_connect(&r->req, &c->h.tcp, (struct sockaddr *)&ss, connect_cb);
-  } else {
-    char port_s[16];
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port_s, sizeof port_s, "%d", port);
-    rc = uv_getaddrinfo(srv->loop, &r->gai, gai_cb, host, port_s, &hints);
-  }
-  if (rc != 0) {
-    free(r);
-    snprintf(err, errlen, "%s", uv_strerror(rc));
-    hs_conn_discard(c);
-    return NULL;
-  }
-  c->creq = r;
-  c->handlers_ref = handlers_ref;
-  if (owner) {
-    c->flags |= HS_CONN_CORO;
-    c->owner = owner;
-    c->sibling = owner->children;
-    owner->children = c;
-  }
-  c->next = srv->conns; /* into the live list, so a stop closes it too */
-  if (srv->conns) srv->conns->prev = c;
-  srv->conns = c;
-  hs_lconn_push_new(srv, c);
-  c->connect_deadline = uv_now(srv->loop) + (timeout ? timeout : 1);
-  hs_conn_timers_update(c);
-  return c;
-}
+/* ---- pipes ---- */
 
 /* conn:pipe(other): what from reads goes to `to`, with backpressure. */
 int hs_conn_pipe(hs_conn_t *from, hs_conn_t *to) {

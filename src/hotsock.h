@@ -253,6 +253,11 @@ hs_conn_t *hs_conn_connect(hs_server_t *srv, const char *host, int port, uint64_
                            const hs_framer_t *f, int handlers_ref, hs_conn_t *owner,
                            char *err, size_t errlen);
 int hs_conn_pipe(hs_conn_t *from, hs_conn_t *to);
+void hs_conn_start_reading(hs_conn_t *c);
+void hs_conn_resume_waiter(hs_conn_t *c, int nargs);
+
+/* outbound.c */
+void hs_conn_forget_connect(hs_conn_t *c);
 void hs_conn_timers_update(hs_conn_t *c);
 size_t hs_conn_buffered(const hs_conn_t *c);
 int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f);

@@ -1,0 +1,169 @@
+/* outbound.c: connections hotsock makes itself (hs.connect): the connect,
+ * a name lookup that does not block the loop, and the connect deadline's
+ * end. Once connected, an outbound connection is an hs_conn_t like any
+ * other and conn.c's read and write paths serve it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "hotsock.h"
+
+/* A connect under way. Allocated apart from the connection, because a name
+ * lookup can outlive it: when the connection finishes first, c is NULL and
+ * the callback only frees this. */
+typedef struct hs_connect_req {
+  uv_connect_t req;
+  uv_getaddrinfo_t gai;
+  hs_conn_t *c;
+} hs_connect_req_t;
+
+/* The connection finishes while its connect is under way: the request's
+ * callback will find no connection and only free the request. */
+void hs_conn_forget_connect(hs_conn_t *c) {
+  if (!c->creq) return;
+  c->creq->c = NULL;
+  c->creq = NULL;
+}
+
+
+static void fill_addr(const struct sockaddr *sa, char *out, size_t outlen, char *ip,
+                      size_t iplen, int *port) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int p = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, host, sizeof host);
+    p = ntohs(a->sin_port);
+    snprintf(out, outlen, "%s:%d", host, p);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, host, sizeof host);
+    p = ntohs(a->sin6_port);
+    snprintf(out, outlen, "[%s]:%d", host, p);
+  }
+  if (ip) snprintf(ip, iplen, "%s", host);
+  if (port) *port = p;
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+  hs_connect_req_t *r = hs_container_of(req, hs_connect_req_t, req);
+  hs_conn_t *c = r->c;
+  free(r);
+  if (!c || (c->flags & HS_CONN_FINISHED)) return;
+  hs_server_t *srv = c->srv;
+  c->creq = NULL;
+  if (status < 0) {
+    srv->stats.connect_failed++;
+    snprintf(c->reason_buf, sizeof c->reason_buf, "%s", uv_strerror(status));
+    hs_log_conn(srv, c, HS_LOG_INFO, "connect to %s failed: %s", c->peer, c->reason_buf);
+    hs_conn_abort(c, c->reason_buf);
+    return;
+  }
+  srv->stats.connects++;
+  c->flags &= ~HS_CONN_CONNECTING;
+  c->last_read = c->last_write = uv_now(srv->loop);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+    fill_addr((struct sockaddr *)&ss, c->local, sizeof c->local, NULL, 0, NULL);
+  len = sizeof ss;
+  if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+    fill_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer, c->peer_ip,
+              sizeof c->peer_ip, &c->peer_port);
+  hs_log_conn(srv, c, HS_LOG_DEBUG, "connected to %s", c->peer);
+  hs_conn_start_reading(c);
+  if (c->owner && c->wait == HS_WAIT_CONNECT) {
+    lua_rawgeti(c->owner->co, LUA_REGISTRYINDEX, c->box_ref);
+    hs_conn_resume_waiter(c, 1);
+  } else if (!c->owner && hs_conn_handler(c, "on_connect")) {
+    hs_lconn_push(srv, c);
+    hs_script_call(srv, c, 1, "on_connect");
+  }
+  if (hs_conn_is_open(c)) {
+    if (hs_conn_buffered(c) || (c->flags & (HS_CONN_SHUTDOWN | HS_CONN_FLUSHING)))
+      hs_server_mark_dirty(srv, c);
+    hs_conn_timers_update(c);
+  }
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  hs_connect_req_t *r = hs_container_of(req, hs_connect_req_t, gai);
+  hs_conn_t *c = r->c;
+  if (!c || (c->flags & HS_CONN_FINISHED)) {
+    free(r);
+    uv_freeaddrinfo(res);
+    return;
+  }
+  hs_server_t *srv = c->srv;
+  int rc = status;
+  if (rc == 0) {
+    struct addrinfo *ai = res;
+    while (ai && ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ai = ai->ai_next;
+    rc = ai ? uv_tcp_connect(&r->req, &c->h.tcp, ai->ai_addr, connect_cb) : UV_EAI_NONAME;
+  }
+  uv_freeaddrinfo(res);
+  if (rc == 0) return; /* connect_cb takes it from here */
+  free(r);
+  c->creq = NULL;
+  srv->stats.connect_failed++;
+  snprintf(c->reason_buf, sizeof c->reason_buf, "%s", uv_strerror(rc));
+  hs_log_conn(srv, c, HS_LOG_INFO, "cannot resolve %s: %s", c->peer, c->reason_buf);
+  hs_conn_abort(c, c->reason_buf);
+}
+
+/* Start an outbound TCP connection to host:port. With an owner, its
+ * coroutine is the one that will wait on the result and read from it;
+ * without, handlers_ref names the handler table for its events (or
+ * LUA_NOREF). The Lua box exists on return. NULL with err on a failure
+ * known at once. */
+hs_conn_t *hs_conn_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
+                           const hs_framer_t *f, int handlers_ref, hs_conn_t *owner,
+                           char *err, size_t errlen) {
+  struct sockaddr_storage ss;
+  int literal = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
+                uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0;
+  hs_connect_req_t *r = calloc(1, sizeof *r);
+  hs_conn_t *c = r ? hs_conn_new(srv, NULL) : NULL;
+  if (!c) {
+    free(r);
+    snprintf(err, errlen, "not enough memory");
+    return NULL;
+  }
+  c->flags |= HS_CONN_OUTBOUND | HS_CONN_CONNECTING;
+  c->framer = *f;
+  snprintf(c->peer, sizeof c->peer, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+  snprintf(c->peer_ip, sizeof c->peer_ip, "%s", host);
+  c->peer_port = port;
+  r->c = c;
+  int rc;
+  if (literal) {
+    rc = uv_tcp_connect(&r->req, &c->h.tcp, (struct sockaddr *)&ss, connect_cb);
+  } else {
+    char port_s[16];
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port_s, sizeof port_s, "%d", port);
+    rc = uv_getaddrinfo(srv->loop, &r->gai, gai_cb, host, port_s, &hints);
+  }
+  if (rc != 0) {
+    free(r);
+    snprintf(err, errlen, "%s", uv_strerror(rc));
+    hs_conn_discard(c);
+    return NULL;
+  }
+  c->creq = r;
+  c->handlers_ref = handlers_ref;
+  if (owner) {
+    c->flags |= HS_CONN_CORO;
+    c->owner = owner;
+    c->sibling = owner->children;
+    owner->children = c;
+  }
+  c->next = srv->conns; /* into the live list, so a stop closes it too */
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  hs_lconn_push_new(srv, c);
+  c->connect_deadline = uv_now(srv->loop) + (timeout ? timeout : 1);
+  hs_conn_timers_update(c);
+  return c;
+}
