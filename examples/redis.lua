@@ -13,9 +13,10 @@
 -- SELECT QUIT, and enough of COMMAND, CLIENT, CONFIG GET, HELLO and INFO for
 -- redis-cli and redis-benchmark to start.
 --
--- Event style over raw framing: each read goes to an incremental decoder,
--- every complete command in it is answered, and the replies of one read go
--- out in one send (a client pipelining 16 commands costs one write).
+-- Event style over "resp" framing: the host parses the protocol in C and
+-- calls on_message once per command with its arguments; the replies to the
+-- commands of one read go out in one write (a client pipelining 16
+-- commands costs one read and one write).
 -- The data lives in hs.shared, so editing this file while clients are
 -- connected keeps both the clients and the keys. Keys with a time to live
 -- expire lazily when touched, and a timer sweeps a few of them every 100 ms.
@@ -184,8 +185,8 @@ end)
 
 def("echo", 2, function(_, a) return bulk(a[2]) end)
 
-def("quit", -1, function(conn)
-  conn.quitting = true
+def("quit", -1, function(_, a)
+  a.quit = true -- on_message closes the connection after the reply
   return OK
 end)
 
@@ -459,18 +460,28 @@ end)
 -- the connection
 ---------------------------------------------------------------------------
 
-local LIMITS = { max_args = 1024 * 1024, max_bulk = 64 * 1024 * 1024, max_inline = 64 * 1024 }
+-- Commands come as sent ("SET", "set", "Set"); the two usual spellings are
+-- found without lowering the name for every command.
+local FN, NAME = {}, {}
+for name, f in pairs(C) do
+  FN[name], FN[name:upper()] = f, f
+  NAME[name], NAME[name:upper()] = name, name
+end
 
 local function dispatch(conn, argv)
   local n = #argv
-  local name = argv[1]:lower()
-  local f = C[name]
+  local cmd = argv[1]
+  local f = FN[cmd]
   if not f then
-    local args = {}
-    for i = 2, math.min(n, 8) do args[#args + 1] = "'" .. argv[i]:sub(1, 64):gsub("[\r\n]", " ") .. "'" end
-    return err(("ERR unknown command '%s', with args beginning with: %s")
-      :format(argv[1]:sub(1, 128):gsub("[\r\n]", " "), table.concat(args, " ")))
+    f = FN[cmd:lower()]
+    if not f then
+      local args = {}
+      for i = 2, math.min(n, 8) do args[#args + 1] = "'" .. argv[i]:sub(1, 64):gsub("[\r\n]", " ") .. "'" end
+      return err(("ERR unknown command '%s', with args beginning with: %s")
+        :format(cmd:sub(1, 128):gsub("[\r\n]", " "), table.concat(args, " ")))
+    end
   end
+  local name = NAME[cmd] or cmd:lower()
   local ar = ARITY[name]
   if (ar > 0 and n ~= ar) or (ar < 0 and n < -ar) then
     return err("ERR wrong number of arguments for '" .. name .. "' command")
@@ -480,30 +491,25 @@ end
 
 return {
   listen = "127.0.0.1:6380",
-  framing = "raw",
+  -- The host cuts the stream into commands (RESP arrays of bulk strings, or
+  -- inline lines) and hands each over as a table of its arguments. Replies
+  -- sent while one read is handled go out in one write.
+  framing = "resp",
+  max_frame = 1024 * 1024, -- one command's bytes; a SET value up to ~1 MiB
   -- Growing a Lua table rehashes all of it at once: with a few hundred
   -- thousand keys one SET can take tens of ms, over the default 100 ms
   -- budget when a garbage collection step comes on top.
   handler_budget = 1000,
 
-  on_message = function(conn, data)
-    local d = conn.decoder
-    if not d then
-      d = resp.decoder(LIMITS)
-      conn.decoder = d
-    end
-    d:feed(data)
-    local out, k = {}, 0
-    for argv in d:commands() do
-      k = k + 1
-      out[k] = dispatch(conn, argv)
-      if conn.quitting then break end
-    end
-    if d.err then
-      k = k + 1
-      out[k] = "-ERR " .. d.err .. "\r\n"
-    end
-    if k > 0 then conn:send(out) end
-    if d.err or conn.quitting then conn:close() end
+  on_message = function(conn, argv)
+    conn:send(dispatch(conn, argv))
+    if argv.quit then conn:close() end
+  end,
+
+  -- Input that is not RESP ("Protocol error: invalid bulk length"), or a
+  -- command over max_frame: answer as Redis does; the host then closes.
+  on_frame_error = function(conn, why)
+    if why == "frame too large" then why = "Protocol error: command over max_frame" end
+    conn:send("-ERR " .. why .. "\r\n")
   end,
 }

@@ -110,7 +110,7 @@ static void consume(hs_conn_t *c, size_t n) {
   } else {
     hs_buf_consume(&c->in, n, &c->srv->pool);
   }
-  c->scanned = 0;
+  c->scan = (hs_scan_t){0, 0};
 }
 
 static size_t input_len(const hs_conn_t *c) {
@@ -168,15 +168,83 @@ static void wake_reader(hs_conn_t *c, const char *err) {
   hs_conn_resume_waiter(c, 3);
 }
 
-static void frame_error(hs_conn_t *c, int r) {
+/* ---- handing frames to Lua ---- */
+
+typedef struct arg_sink {
+  lua_State *L;
+  lua_Integer i;
+} arg_sink_t;
+
+static void push_arg(void *ud, const char *a, size_t n) {
+  arg_sink_t *s = ud;
+  lua_pushlstring(s->L, a, n);
+  lua_rawseti(s->L, -2, ++s->i);
+}
+
+/* Whether the Lua heap has room for `need` more bytes under max_lua_memory,
+ * after a full collection if it takes one. Pushing a frame happens outside
+ * any protected call, where a refused allocation would end the process. */
+static int lua_room(hs_server_t *srv, size_t need) {
+  size_t cap = srv->limits.max_lua_memory;
+  if (!cap || srv->lua_mem + need <= cap) return 1;
+  lua_gc(srv->L, LUA_GCCOLLECT);
+  return srv->lua_mem + need <= cap;
+}
+
+/* Push frame fr of p onto L: the bytes as a string, or with RESP framing a
+ * table of the command's arguments. 0, or -1 (nothing pushed, c aborted)
+ * when the Lua heap has no room for it. */
+static int push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *p,
+                      const hs_frame_t *fr) {
+  const char *m = p + fr->off;
+  if (f->kind != HS_FRAME_RESP) {
+    if (!lua_room(c->srv, fr->len + 64)) goto no_room;
+    lua_pushlstring(L, m, fr->len);
+    return 0;
+  }
+  long argc = hs_resp_argc(m, fr->len);
+  /* a table slot and a string header per argument, and the bytes */
+  if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + fr->len)) goto no_room;
+  lua_createtable(L, (int)argc, 0);
+  arg_sink_t sink = {L, 0};
+  char small[256], *scratch = small;
+  if (m[0] != '*' && fr->len > sizeof small && !(scratch = malloc(fr->len))) {
+    lua_pop(L, 1);
+    goto no_room;
+  }
+  hs_resp_args(m, fr->len, scratch, push_arg, &sink);
+  if (scratch != small) free(scratch);
+  return 0;
+no_room:
+  hs_log_conn(c->srv, c, HS_LOG_ERROR,
+              "no room in the Lua heap for a %zu-byte message (max_lua_memory %zu); closing",
+              fr->len, c->srv->limits.max_lua_memory);
+  hs_conn_abort(c, "out of memory");
+  return -1;
+}
+
+static void frame_error(hs_conn_t *c, int r, const char *detail) {
   hs_server_t *srv = c->srv;
-  const char *why = r == HS_FRAME_TOOBIG ? "frame too large" : "malformed frame";
+  const char *why = r == HS_FRAME_TOOBIG ? "frame too large"
+                    : detail                ? detail
+                                            : "malformed frame";
   if (r == HS_FRAME_TOOBIG) srv->stats.oversize_frames++;
   hs_log_conn(srv, c, HS_LOG_WARN, "%s (framing %s, max_frame %zu); closing", why,
               hs_framer_name((c->flags & HS_CONN_CORO) ? &c->want : &c->framer),
               c->max_frame);
   if ((c->flags & HS_CONN_CORO) && c->wait == HS_WAIT_READ) wake_reader(c, why);
-  if (hs_conn_is_open(c)) hs_conn_abort(c, why);
+  if (!hs_conn_is_open(c)) return;
+  /* on_frame_error may answer (a "-ERR Protocol error", a 431); what it and
+   * earlier handlers queued is then sent before the connection closes.
+   * Without it the connection is reset at once. */
+  if (!(c->flags & HS_CONN_CORO) && hs_conn_handler(c, "on_frame_error")) {
+    hs_lconn_push(srv, c);
+    lua_pushstring(srv->L, why);
+    hs_script_call(srv, c, 2, "on_frame_error");
+    if (hs_conn_is_open(c)) hs_conn_close(c, why);
+    return;
+  }
+  hs_conn_abort(c, why);
 }
 
 /* conn:pipe: hand every byte read to the target, in C, with no Lua call. The
@@ -229,10 +297,14 @@ void hs_conn_dispatch(hs_conn_t *c) {
     hs_frame_t fr;
     int eof = (c->flags & HS_CONN_EOF) != 0;
     input(c, &p, &n);
-    int r = hs_frame_next(f, p, n, c->max_frame, eof, &c->scanned, &fr);
+    int r = hs_frame_next(f, p, n, c->max_frame, eof, &c->scan, &fr);
     if (r < 0) {
-      frame_error(c, r);
+      frame_error(c, r, fr.why);
       break;
+    }
+    if (r == HS_FRAME_SKIP) {
+      consume(c, fr.consumed);
+      continue;
     }
     if (r == HS_FRAME_MORE) {
       if (!eof) break;
@@ -250,7 +322,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
     srv->stats.frames_in++;
     delivered = 1;
     if (coro) {
-      lua_pushlstring(waiter(c)->co, p + fr.off, fr.len);
+      if (push_frame(c, waiter(c)->co, f, p, &fr) != 0) break;
       consume(c, fr.consumed);
       hs_conn_resume_waiter(c, 1);
     } else {
@@ -259,7 +331,10 @@ void hs_conn_dispatch(hs_conn_t *c) {
         continue;
       }
       hs_lconn_push(srv, c);
-      lua_pushlstring(L, p + fr.off, fr.len);
+      if (push_frame(c, L, f, p, &fr) != 0) {
+        lua_pop(L, 2);
+        break;
+      }
       consume(c, fr.consumed);
       hs_script_call(srv, c, 2, "on_message");
     }
@@ -569,22 +644,34 @@ int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
   const char *p;
   size_t n;
   hs_frame_t fr;
-  size_t scanned = 0;
+  hs_scan_t scan = {0, 0};
   int eof = (c->flags & HS_CONN_EOF) != 0;
-  input(c, &p, &n);
-  int r = hs_frame_next(f, p, n, c->max_frame, eof, &scanned, &fr);
+  int r;
+  for (;;) {
+    input(c, &p, &n);
+    r = hs_frame_next(f, p, n, c->max_frame, eof, &scan, &fr);
+    if (r != HS_FRAME_SKIP) break;
+    consume(c, fr.consumed);
+    scan = (hs_scan_t){0, 0};
+  }
   if (r == HS_FRAME_OK) {
     c->srv->stats.frames_in++;
-    lua_pushlstring(co, p + fr.off, fr.len);
+    if (push_frame(c, co, f, p, &fr) != 0) { /* c is aborted */
+      lua_pushnil(co);
+      lua_pushliteral(co, "out of memory");
+      lua_pushliteral(co, "");
+      return 3;
+    }
     consume(c, fr.consumed);
     return 1;
   }
   if (r < 0) {
+    const char *why = r == HS_FRAME_TOOBIG ? "frame too large" : fr.why ? fr.why : "malformed frame";
     c->want = *f;
     c->wait = HS_WAIT_NONE;
-    frame_error(c, r);
+    frame_error(c, r, fr.why);
     lua_pushnil(co);
-    lua_pushstring(co, r == HS_FRAME_TOOBIG ? "frame too large" : "malformed frame");
+    lua_pushstring(co, why);
     lua_pushliteral(co, "");
     return 3;
   }
@@ -593,7 +680,7 @@ int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
     return 3;
   }
   c->want = *f;
-  c->scanned = scanned;
+  c->scan = scan;
   c->wait = HS_WAIT_READ;
   if (c->owner) c->owner->wait = HS_WAIT_PEER;
   if (n > 0 && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
@@ -819,7 +906,7 @@ void hs_conn_resume(hs_conn_t *c) {
 
 void hs_conn_set_framing(hs_conn_t *c, const hs_framer_t *f) {
   c->framer = *f;
-  c->scanned = 0;
+  c->scan = (hs_scan_t){0, 0};
   /* Outside a dispatch, bytes already here are framed anew on the next turn. */
   if (!(c->flags & HS_CONN_DISPATCHING) && input_len(c))
     hs_server_mark_pending(c->srv, c);

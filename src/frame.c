@@ -19,6 +19,11 @@ void hs_framer_all(hs_framer_t *f) {
   f->kind = HS_FRAME_ALL;
 }
 
+void hs_framer_resp(hs_framer_t *f) {
+  memset(f, 0, sizeof *f);
+  f->kind = HS_FRAME_RESP;
+}
+
 int hs_framer_delim(hs_framer_t *f, const char *d, size_t len) {
   if (len == 0 || len > HS_DELIM_MAX) return -1;
   memset(f, 0, sizeof *f);
@@ -58,6 +63,7 @@ const char *hs_framer_name(const hs_framer_t *f) {
   case HS_FRAME_DELIM: return "delimiter";
   case HS_FRAME_EXACT: return "exact";
   case HS_FRAME_ALL: return "all";
+  case HS_FRAME_RESP: return "resp";
   case HS_FRAME_LENGTH:
     switch (f->len_kind) {
     case HS_LEN_U8: return "length u8";
@@ -133,8 +139,224 @@ static size_t find(const char *p, size_t n, size_t from, const char *d, size_t d
   return n;
 }
 
+/* ---- RESP (the Redis protocol) ---- */
+
+/* A count or length line ("*3\r\n", "$5\r\n") is short; Redis refuses
+ * longer ones too. */
+#define RESP_NUM_LINE 32
+
+static int bad(hs_frame_t *out, const char *why) {
+  out->why = why;
+  return HS_FRAME_BAD;
+}
+
+/* Parse the number after the type byte at p[0] of a line ending at p[cr]
+ * (the CR). 0 with *v set, -1 when it is not a decimal integer. */
+static int resp_number(const char *p, size_t cr, long long *v) {
+  size_t i = 1;
+  int neg = 0;
+  if (i < cr && p[i] == '-') neg = 1, i++;
+  if (i == cr || cr - i > 18) return -1;
+  long long x = 0;
+  for (; i < cr; i++) {
+    if (p[i] < '0' || p[i] > '9') return -1;
+    x = x * 10 + (p[i] - '0');
+  }
+  *v = neg ? -x : x;
+  return 0;
+}
+
+/* Find the end of a count or length line at p[0, n): 1 with *cr at its CR,
+ * 0 when more bytes are needed, HS_FRAME_BAD when it cannot be one. */
+static int resp_line(const char *p, size_t n, size_t *cr, hs_frame_t *out) {
+  size_t lim = n < RESP_NUM_LINE ? n : RESP_NUM_LINE;
+  const char *q = memchr(p, '\r', lim);
+  if (!q) return n < RESP_NUM_LINE ? 0 : bad(out, "Protocol error: number line too long");
+  size_t at = (size_t)(q - p);
+  if (at + 1 >= n) return 0;
+  if (p[at + 1] != '\n') return bad(out, "Protocol error: expected CRLF");
+  *cr = at;
+  return 1;
+}
+
+static int is_space(char ch) {
+  return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
+}
+
+static int hex_val(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* Split an inline command as Redis does (sdssplitargs): words apart by
+ * white space; "double quotes" take \n \r \t \b \a \xHH and \<any>;
+ * 'single quotes' take \'; a closing quote must end the word. With out,
+ * each word is written there and passed to fn. The count, or -1. */
+static long split_inline(const char *p, size_t len, char *out, hs_resp_arg_fn fn, void *ud) {
+  size_t i = 0;
+  long argc = 0;
+  char *w = out;
+  for (;;) {
+    while (i < len && is_space(p[i])) i++;
+    if (i == len) return argc;
+    char *start = w;
+    int dq = 0, sq = 0;
+    for (;;) {
+      char ch;
+      if (i == len) {
+        if (dq || sq) return -1; /* unbalanced quotes */
+        break;
+      }
+      ch = p[i];
+      if (dq) {
+        if (ch == '\\' && i + 3 < len && p[i + 1] == 'x' && hex_val(p[i + 2]) >= 0 &&
+            hex_val(p[i + 3]) >= 0) {
+          ch = (char)(hex_val(p[i + 2]) * 16 + hex_val(p[i + 3]));
+          i += 3;
+        } else if (ch == '\\' && i + 1 < len) {
+          i++;
+          switch (p[i]) {
+          case 'n': ch = '\n'; break;
+          case 'r': ch = '\r'; break;
+          case 't': ch = '\t'; break;
+          case 'b': ch = '\b'; break;
+          case 'a': ch = '\a'; break;
+          default: ch = p[i]; break;
+          }
+        } else if (ch == '"') {
+          if (i + 1 < len && !is_space(p[i + 1])) return -1;
+          i++;
+          break;
+        }
+      } else if (sq) {
+        if (ch == '\\' && i + 1 < len && p[i + 1] == '\'') {
+          ch = '\'';
+          i++;
+        } else if (ch == '\'') {
+          if (i + 1 < len && !is_space(p[i + 1])) return -1;
+          i++;
+          break;
+        }
+      } else if (is_space(ch)) {
+        break;
+      } else if (ch == '"') {
+        dq = 1, i++;
+        continue;
+      } else if (ch == '\'') {
+        sq = 1, i++;
+        continue;
+      }
+      if (w) *w++ = ch;
+      i++;
+    }
+    argc++;
+    if (w && fn) fn(ud, start, (size_t)(w - start));
+  }
+}
+
+/* The next command: a multibulk array ("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+ * or, when the input does not start with '*', an inline line. scan keeps
+ * where a multibulk command's next element starts and how many are left,
+ * so a command that arrives in many reads is parsed once. */
+static int resp_next(const char *p, size_t n, size_t max_frame, hs_scan_t *scan,
+                     hs_frame_t *out) {
+  if (n == 0) return HS_FRAME_MORE;
+  if (p[0] != '*') {
+    size_t at = find(p, n, scan->pos, "\n", 1);
+    if (at == n) {
+      scan->pos = n;
+      if (n > max_frame) return HS_FRAME_TOOBIG;
+      if (n > HS_RESP_MAX_INLINE) return bad(out, "Protocol error: too big inline request");
+      return HS_FRAME_MORE;
+    }
+    size_t len = (at > 0 && p[at - 1] == '\r') ? at - 1 : at;
+    if (len > max_frame) return HS_FRAME_TOOBIG;
+    if (len > HS_RESP_MAX_INLINE) return bad(out, "Protocol error: too big inline request");
+    long argc = split_inline(p, len, NULL, NULL, NULL);
+    if (argc < 0) return bad(out, "Protocol error: unbalanced quotes in request");
+    out->off = 0, out->len = len, out->consumed = at + 1;
+    return argc == 0 ? HS_FRAME_SKIP : HS_FRAME_OK;
+  }
+  size_t pos = scan->pos, left = scan->left;
+  size_t cr;
+  if (pos == 0) {
+    long long count;
+    int r = resp_line(p, n, &cr, out);
+    if (r <= 0) return r;
+    if (resp_number(p, cr, &count) != 0 || count > HS_RESP_MAX_ARGS)
+      return bad(out, "Protocol error: invalid multibulk length");
+    pos = cr + 2;
+    if (count <= 0) { /* Redis reads *0 and *-1 as nothing at all */
+      out->off = 0, out->len = 0, out->consumed = pos;
+      return HS_FRAME_SKIP;
+    }
+    left = (size_t)count;
+  }
+  while (left > 0) {
+    if (pos > max_frame) return HS_FRAME_TOOBIG;
+    if (pos >= n) break;
+    if (p[pos] != '$') return bad(out, "Protocol error: expected '$'");
+    long long blen;
+    int r = resp_line(p + pos, n - pos, &cr, out);
+    if (r < 0) return r;
+    if (r == 0) break;
+    if (resp_number(p + pos, cr, &blen) != 0 || blen < 0 || blen > HS_RESP_MAX_BULK)
+      return bad(out, "Protocol error: invalid bulk length");
+    size_t end = pos + cr + 2 + (size_t)blen + 2;
+    if (end > max_frame) return HS_FRAME_TOOBIG;
+    if (end > n) break;
+    if (p[end - 2] != '\r' || p[end - 1] != '\n')
+      return bad(out, "Protocol error: expected CRLF after a bulk string");
+    pos = end;
+    left--;
+  }
+  if (left > 0) {
+    scan->pos = pos, scan->left = left;
+    return HS_FRAME_MORE;
+  }
+  out->off = 0, out->len = pos, out->consumed = pos;
+  return HS_FRAME_OK;
+}
+
+/* Walk the elements of a complete multibulk command. */
+static long multibulk_args(const char *p, size_t len, hs_resp_arg_fn fn, void *ud) {
+  hs_frame_t scratch;
+  size_t cr;
+  long long count, blen;
+  if (resp_line(p, len, &cr, &scratch) != 1 || resp_number(p, cr, &count) != 0) return -1;
+  size_t pos = cr + 2;
+  for (long long i = 0; i < count; i++) {
+    if (pos >= len || resp_line(p + pos, len - pos, &cr, &scratch) != 1 ||
+        resp_number(p + pos, cr, &blen) != 0 || blen < 0)
+      return -1;
+    const char *a = p + pos + cr + 2;
+    if (fn) fn(ud, a, (size_t)blen);
+    pos += cr + 2 + (size_t)blen + 2;
+  }
+  return count < 0 ? 0 : (long)count;
+}
+
+long hs_resp_argc(const char *p, size_t len) {
+  if (len && p[0] == '*') {
+    hs_frame_t scratch;
+    size_t cr;
+    long long count;
+    if (resp_line(p, len, &cr, &scratch) != 1 || resp_number(p, cr, &count) != 0) return -1;
+    return count < 0 ? 0 : (long)count;
+  }
+  return split_inline(p, len, NULL, NULL, NULL);
+}
+
+long hs_resp_args(const char *p, size_t len, char *scratch, hs_resp_arg_fn fn, void *ud) {
+  if (len && p[0] == '*') return multibulk_args(p, len, fn, ud);
+  if (!scratch) return -1;
+  return split_inline(p, len, scratch, fn, ud);
+}
+
 int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_frame,
-                  int eof, size_t *scanned, hs_frame_t *out) {
+                  int eof, hs_scan_t *scan, hs_frame_t *out) {
   switch (f->kind) {
   case HS_FRAME_RAW:
     if (n == 0) return HS_FRAME_MORE;
@@ -151,9 +373,9 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
     return HS_FRAME_OK;
 
   case HS_FRAME_LINE: {
-    size_t at = find(p, n, *scanned, "\n", 1);
+    size_t at = find(p, n, scan->pos, "\n", 1);
     if (at == n) {
-      *scanned = n;
+      scan->pos = n;
       /* A CR at the very end may belong to a CRLF still on its way. */
       size_t pending = (n && p[n - 1] == '\r') ? n - 1 : n;
       return pending > max_frame ? HS_FRAME_TOOBIG : HS_FRAME_MORE;
@@ -167,10 +389,10 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
   case HS_FRAME_DELIM: {
     size_t dl = f->delim_len;
     /* The delimiter may straddle what was searched before and what is new. */
-    size_t from = *scanned >= dl ? *scanned - (dl - 1) : 0;
+    size_t from = scan->pos >= dl ? scan->pos - (dl - 1) : 0;
     size_t at = find(p, n, from, f->delim, dl);
     if (at == n) {
-      *scanned = n;
+      scan->pos = n;
       /* Only a tail that is itself a prefix of the delimiter may still turn
        * into one; every byte before it is surely part of the frame. */
       size_t tail = dl - 1 < n ? dl - 1 : n;
@@ -198,6 +420,10 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
     out->off = hdr, out->len = (size_t)len, out->consumed = hdr + (size_t)len;
     return HS_FRAME_OK;
   }
+
+  case HS_FRAME_RESP:
+    return resp_next(p, n, max_frame, scan, out);
   }
+  out->why = "unknown framing";
   return HS_FRAME_BAD;
 }

@@ -12,7 +12,8 @@ typedef enum hs_frame_kind {
   HS_FRAME_DELIM,   /* up to a delimiter, which is not delivered */
   HS_FRAME_LENGTH,  /* a length prefix and that many bytes */
   HS_FRAME_EXACT,   /* exactly n bytes */
-  HS_FRAME_ALL      /* everything until the peer closes */
+  HS_FRAME_ALL,     /* everything until the peer closes */
+  HS_FRAME_RESP     /* a Redis command: an array of bulk strings, or a line */
 } hs_frame_kind_t;
 
 typedef enum hs_len_kind {
@@ -35,32 +36,45 @@ typedef struct hs_framer {
 } hs_framer_t;
 
 /* Where a frame was found: payload at p[off, off+len), and consumed bytes
- * (prefix, payload and terminator) to drop from the stream. */
+ * (prefix, payload and terminator) to drop from the stream. For
+ * HS_FRAME_BAD, why says what was wrong (a static string). */
 typedef struct hs_frame {
   size_t off;
   size_t len;
   size_t consumed;
+  const char *why;
 } hs_frame_t;
+
+/* What a framer learned about the bytes it could not frame yet, so that
+ * bytes arriving in small reads are looked at once. Reset it to {0, 0}
+ * after consuming a frame or switching framers. */
+typedef struct hs_scan {
+  size_t pos;  /* bytes already searched (line, delimiter), or the offset of
+                  the next element of a RESP command */
+  size_t left; /* RESP: elements of the command not yet complete */
+} hs_scan_t;
 
 /* Results of hs_frame_next. */
 #define HS_FRAME_MORE 0      /* no complete frame yet */
 #define HS_FRAME_OK 1        /* *out describes a frame */
 #define HS_FRAME_TOOBIG (-1) /* the frame being received exceeds max_frame */
-#define HS_FRAME_BAD (-2)    /* malformed prefix (an over-long varint) */
+#define HS_FRAME_BAD (-2)    /* malformed input (an over-long varint, bad RESP) */
+#define HS_FRAME_SKIP 2      /* nothing to deliver; drop out->consumed bytes
+                                (a RESP empty command or blank inline line) */
 
-/* Look for the next frame in p[0, n). *scanned carries how far a previous call
- * already searched the same unconsumed bytes (for line and delimiter framing,
- * so bytes that trickle in are searched once); set it to 0 after consuming
- * or switching framers. eof says the peer sent its last byte: only
- * HS_FRAME_ALL uses it. A frame whose payload exceeds max_frame gives
- * HS_FRAME_TOOBIG as soon as that is certain, before it is all received. */
+/* Look for the next frame in p[0, n). *scan carries what a previous call
+ * learned about the same unconsumed bytes (see hs_scan_t). eof says the peer
+ * sent its last byte: only HS_FRAME_ALL uses it. A frame whose payload
+ * exceeds max_frame gives HS_FRAME_TOOBIG as soon as that is certain,
+ * before it is all received (for RESP: the command's bytes on the wire). */
 int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_frame,
-                  int eof, size_t *scanned, hs_frame_t *out);
+                  int eof, hs_scan_t *scan, hs_frame_t *out);
 
 /* Build framers; return 0, or -1 for an argument out of range. */
 void hs_framer_raw(hs_framer_t *f);
 void hs_framer_line(hs_framer_t *f);
 void hs_framer_all(hs_framer_t *f);
+void hs_framer_resp(hs_framer_t *f);
 int hs_framer_delim(hs_framer_t *f, const char *d, size_t len);
 int hs_framer_exact(hs_framer_t *f, size_t n);
 /* name is one of "u8", "u16be", "u16le", "u32be", "u32le", "varint" */
@@ -68,5 +82,18 @@ int hs_framer_length(hs_framer_t *f, const char *name);
 
 /* A short description for logs and errors ("line", "length u16be"...). */
 const char *hs_framer_name(const hs_framer_t *f);
+
+/* The arguments of a RESP frame p[0, len) that hs_frame_next returned.
+ * hs_resp_argc counts them. hs_resp_args calls fn for each in order; an
+ * inline command's arguments are unquoted into scratch, which must hold
+ * len bytes (a multibulk command's point into p, and scratch may be NULL).
+ * Both return the count, or -1 for a frame hs_frame_next would refuse. */
+typedef void (*hs_resp_arg_fn)(void *ud, const char *arg, size_t len);
+long hs_resp_argc(const char *p, size_t len);
+long hs_resp_args(const char *p, size_t len, char *scratch, hs_resp_arg_fn fn, void *ud);
+
+#define HS_RESP_MAX_ARGS (1024 * 1024)       /* as Redis: "invalid multibulk length" */
+#define HS_RESP_MAX_BULK (512 * 1024 * 1024) /* as Redis: "invalid bulk length" */
+#define HS_RESP_MAX_INLINE (64 * 1024)       /* as Redis: "too big inline request" */
 
 #endif

@@ -124,7 +124,7 @@ struct hs_conn {
   hs_wait_t wait;           /* what the coroutine waits for */
   hs_framer_t framer;       /* event style: the connection's framing */
   hs_framer_t want;         /* coroutine style: what receive waits for */
-  size_t scanned;           /* search hint for the current framer */
+  hs_scan_t scan;           /* what the framer learned of pending input */
   hs_buf_t in;              /* unframed input the connection owns */
   const char *borrowed;     /* during a read: unframed bytes in the loop's buffer */
   size_t borrowed_len;

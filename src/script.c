@@ -242,7 +242,7 @@ int hs_script_resume(hs_server_t *srv, hs_conn_t *c, int nargs) {
 
 static const char *const handler_names[] = {
     "on_connect", "on_message", "on_close",    "on_drain", "on_timeout",
-    "on_error",   "on_reload",  "on_shutdown", "handle",   NULL};
+    "on_error",   "on_reload",  "on_shutdown", "handle",   "on_frame_error", NULL};
 
 /* Parse a framing spec at idx (a string or a table). 0, or -1 with err. */
 int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
@@ -252,9 +252,10 @@ int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     if (strcmp(s, "raw") == 0) hs_framer_raw(f);
     else if (strcmp(s, "line") == 0 || strcmp(s, "*l") == 0) hs_framer_line(f);
     else if (strcmp(s, "*a") == 0) hs_framer_all(f);
+    else if (strcmp(s, "resp") == 0) hs_framer_resp(f);
     else {
-      snprintf(err, errlen, "unknown framing \"%s\" (use \"raw\", \"line\", or a table "
-               "{delimiter=}, {length=}, {exact=})", s);
+      snprintf(err, errlen, "unknown framing \"%s\" (use \"raw\", \"line\", \"resp\", or "
+               "a table {delimiter=}, {length=}, {exact=})", s);
       return -1;
     }
     return 0;

@@ -27,7 +27,7 @@ typedef struct span {
 
 static int next_fresh(const hs_framer_t *f, const char *p, size_t n, size_t max,
                       hs_frame_t *out) {
-  size_t scanned = 0;
+  hs_scan_t scanned = {0, 0};
   return hs_frame_next(f, p, n, max, 0, &scanned, out);
 }
 
@@ -54,7 +54,7 @@ typedef struct sim {
   size_t max;      /* max_frame */
   hs_pool_t pool;  /* the loop's block pool */
   hs_buf_t in;     /* unframed input */
-  size_t scanned;  /* how far the framer searched in.data[rpos...] */
+  hs_scan_t scanned; /* how far the framer searched in.data[rpos...] */
   int done;        /* an error ended the stream, or "all" was delivered */
   seen_t *seen;    /* where frames go */
 } sim_t;
@@ -64,7 +64,7 @@ static void sim_init(sim_t *s, const hs_framer_t *f, size_t max, seen_t *seen) {
   s->max = max;
   hs_pool_init(&s->pool, 2);
   hs_buf_init(&s->in);
-  s->scanned = 0;
+  s->scanned = (hs_scan_t){0, 0};
   s->done = 0;
   memset(seen, 0, sizeof *seen);
   seen->end = HS_FRAME_MORE;
@@ -94,12 +94,12 @@ static void sim_frames(sim_t *s, int eof) {
     size_t n = hs_buf_len(&s->in);
     /* Not hs_buf_peek on an empty buffer: NULL + 0, see test_buf.c. */
     const char *p = n ? hs_buf_peek(&s->in) : empty;
-    hs_frame_t fr = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
-    size_t before = s->scanned;
+    hs_frame_t fr = {SIZE_MAX, SIZE_MAX, SIZE_MAX, NULL};
+    size_t before = s->scanned.pos;
     int r = hs_frame_next(&s->f, p, n, s->max, eof, &s->scanned, &fr);
     if (r == HS_FRAME_MORE) {
-      ASSERT_GE(s->scanned, before); /* the hint never goes back */
-      ASSERT_LE(s->scanned, n);
+      ASSERT_GE(s->scanned.pos, before); /* the hint never goes back */
+      ASSERT_LE(s->scanned.pos, n);
       return;
     }
     if (r != HS_FRAME_OK) {
@@ -121,7 +121,7 @@ static void sim_frames(sim_t *s, int eof) {
     }
     ASSERT_GT(fr.consumed, 0);
     hs_buf_consume(&s->in, fr.consumed, &s->pool);
-    s->scanned = 0;
+    s->scanned = (hs_scan_t){0, 0};
   }
 }
 
@@ -330,7 +330,7 @@ TEST(line_needs_the_lf) {
   ASSERT_EQ(NEXT(&f, "abc", 100, &fr), HS_FRAME_MORE);
   ASSERT_EQ(NEXT(&f, "abc\r", 100, &fr), HS_FRAME_MORE);
   /* eof changes nothing: an unterminated line is not a frame. */
-  size_t scanned = 0;
+  hs_scan_t scanned = {0, 0};
   ASSERT_EQ(hs_frame_next(&f, "abc", 3, 100, 1, &scanned, &fr), HS_FRAME_MORE);
 }
 
@@ -339,11 +339,11 @@ TEST(line_scanned_hint) {
   hs_frame_t fr;
   hs_framer_line(&f);
   static const char in[] = "hello\r\nworld\n";
-  size_t scanned = 0;
+  hs_scan_t scanned = {0, 0};
   ASSERT_EQ(hs_frame_next(&f, in, 3, 100, 0, &scanned, &fr), HS_FRAME_MORE);
-  ASSERT_EQ(scanned, 3);
+  ASSERT_EQ(scanned.pos, 3);
   ASSERT_EQ(hs_frame_next(&f, in, 6, 100, 0, &scanned, &fr), HS_FRAME_MORE);
-  ASSERT_EQ(scanned, 6);
+  ASSERT_EQ(scanned.pos, 6);
   ASSERT_EQ(hs_frame_next(&f, in, sizeof in - 1, 100, 0, &scanned, &fr),
             HS_FRAME_OK);
   ASSERT_MEM_STR(in + fr.off, fr.len, "hello");
@@ -468,10 +468,10 @@ TEST(delim_multibyte_straddles_reads) {
   /* The hint: a call that saw "ab\r\n\r" and then "ab\r\n\r\n" looks back
    * far enough to find a delimiter that began in the bytes already seen. */
   hs_frame_t fr;
-  size_t scanned = 0;
+  hs_scan_t scanned = {0, 0};
   static const char in[] = "ab\r\n\r\n";
   ASSERT_EQ(hs_frame_next(&f, in, 5, 100, 0, &scanned, &fr), HS_FRAME_MORE);
-  ASSERT_EQ(scanned, 5);
+  ASSERT_EQ(scanned.pos, 5);
   ASSERT_EQ(hs_frame_next(&f, in, 6, 100, 0, &scanned, &fr), HS_FRAME_OK);
   ASSERT_EQ(fr.len, 2);
   ASSERT_EQ(fr.consumed, 6);
@@ -738,7 +738,7 @@ TEST(exact_over_max_frame_is_toobig_at_once) {
 TEST(all_waits_for_eof) {
   hs_framer_t f;
   hs_frame_t fr;
-  size_t scanned = 0;
+  hs_scan_t scanned = {0, 0};
   hs_framer_all(&f);
   ASSERT_EQ(hs_frame_next(&f, "abc", 3, 10, 0, &scanned, &fr), HS_FRAME_MORE);
   ASSERT_EQ(hs_frame_next(&f, "abc", 3, 10, 1, &scanned, &fr), HS_FRAME_OK);
@@ -756,7 +756,7 @@ TEST(all_waits_for_eof) {
 TEST(all_toobig_before_eof) {
   hs_framer_t f;
   hs_frame_t fr;
-  size_t scanned = 0;
+  hs_scan_t scanned = {0, 0};
   hs_framer_all(&f);
   ASSERT_EQ(hs_frame_next(&f, "abcd", 4, 4, 0, &scanned, &fr), HS_FRAME_MORE);
   ASSERT_EQ(hs_frame_next(&f, "abcd", 4, 4, 1, &scanned, &fr), HS_FRAME_OK);
@@ -775,7 +775,7 @@ TEST(switching_framers_reframes_buffered_bytes) {
   hs_buf_t in;
   hs_framer_t f;
   hs_frame_t fr;
-  size_t scanned = 0;
+  hs_scan_t scanned = {0, 0};
   hs_pool_init(&pool, 1);
   hs_buf_init(&in);
   ASSERT_EQ(hs_buf_append(&in, req, sizeof req - 1, &pool), 0);
@@ -787,7 +787,7 @@ TEST(switching_framers_reframes_buffered_bytes) {
               HS_FRAME_OK);
     ASSERT_MEM_EQ(hs_buf_peek(&in) + fr.off, fr.len, head[i], strlen(head[i]));
     hs_buf_consume(&in, fr.consumed, &pool);
-    scanned = 0;
+    scanned = (hs_scan_t){0, 0};
   }
   ASSERT_EQ(hs_framer_exact(&f, 5), 0);
   ASSERT_EQ(hs_frame_next(&f, hs_buf_peek(&in), hs_buf_len(&in), 64, 0,

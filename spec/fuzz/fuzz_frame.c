@@ -91,7 +91,7 @@ typedef struct conn {
   const job_t *j;  /* the input */
   hs_pool_t pool;  /* the loop's block pool */
   hs_buf_t in;     /* unframed input */
-  size_t scanned;  /* the framer's search hint */
+  hs_scan_t scanned; /* the framer's search hint */
   size_t base;     /* stream offset of in's first unread byte */
   int done;        /* an error ended it, or "all" was delivered */
   int pad;         /* start reads into an empty buffer near its end */
@@ -109,11 +109,11 @@ static void conn_frames(conn_t *c, int eof) {
      * (spec/c/test_buf.c, buf_peek_on_empty_buffer_is_defined). */
     const char *p = n ? hs_buf_peek(&c->in) : empty;
     if (n && memcmp(p, j->s + c->base, n) != 0) fail("buffer corrupted", j, c->base);
-    hs_frame_t fr = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
-    size_t before = c->scanned;
+    hs_frame_t fr = {SIZE_MAX, SIZE_MAX, SIZE_MAX, NULL};
+    size_t before = c->scanned.pos;
     int r = hs_frame_next(&j->f, p, n, j->max, eof, &c->scanned, &fr);
     if (r == HS_FRAME_MORE) {
-      if (c->scanned < before || c->scanned > n) fail("bad scanned hint", j, c->base);
+      if (c->scanned.pos < before || c->scanned.pos > n) fail("bad scanned hint", j, c->base);
       return;
     }
     if (r == HS_FRAME_TOOBIG || r == HS_FRAME_BAD) {
@@ -134,7 +134,7 @@ static void conn_frames(conn_t *c, int eof) {
     if (fr.consumed == 0) fail("a frame that consumes nothing", j, c->base);
     hs_buf_consume(&c->in, fr.consumed, &c->pool);
     c->base += fr.consumed;
-    c->scanned = 0;
+    c->scanned = (hs_scan_t){0, 0};
   }
 }
 
