@@ -10,23 +10,25 @@
 -- Routes: GET|HEAD / (a greeting), POST /echo (the request body back, with
 -- the request's Content-Type), GET /stream (a chunked response).
 --
--- The host does the cutting: "line" framing reads the request line and the
--- header lines up to the empty line; then conn:framing switches to
--- {exact = n} for a Content-Length body, or follows the chunked coding
--- (size line, data, CRLF, trailers), and back to "line" for the next
--- request. Bytes already received are re-framed, so pipelined requests are
--- answered in order. A malformed request gets 400, a request line over
--- MAX_HEAD 414, a head over it 431, a body over MAX_BODY 413; each time the
--- connection is then closed. A single line over MAX_FRAME is cut off by the
--- host itself ("frame too large"), without an answer.
+-- The host does the cutting: {delimiter = "\r\n\r\n"} framing hands over a
+-- whole request head (request line and headers) in one message; then
+-- conn:framing switches to {exact = n} for a Content-Length body, or
+-- follows the chunked coding (size line, data, CRLF, trailers), and back to
+-- the head delimiter for the next request. Bytes already received are
+-- re-framed, so pipelined requests are answered in order. A malformed
+-- request gets 400, a request line over MAX_LINE 414, a head over MAX_HEAD
+-- 431, a body over MAX_BODY 413; each time the connection is then closed.
+-- Heads must end in CRLF CRLF, as every HTTP client sends them.
 local hs = require "hotsock"
 local http = require "hotsock.http"
 
 local MAX_BODY = 1024 * 1024      -- request bodies up to 1 MiB
 local PIECE = 16384               -- body frames; at most max_frame
-local MAX_HEAD = 16384            -- request line and headers; over it 414 / 431
-local MAX_FRAME = 65536           -- a longer line is cut off by the host, unanswered
+local MAX_LINE = 8192             -- the request line; over it 414
+local MAX_HEAD = 16384            -- request line and headers; over it 431
+local MAX_FRAME = 65536           -- the host refuses longer frames (on_frame_error)
 local LINGER = 2000               -- ms to drain a client we refused
+local HEAD = { delimiter = "\r\n\r\n" }
 
 local date_at, date_str = -1, ""
 local function date()
@@ -50,9 +52,23 @@ end
 
 local routes = {}
 
+-- The greeting is the same for everyone: its bytes are built once per
+-- second (the Date header changes) for each of GET/HEAD and keep-alive/close.
+local hello_at, hello = nil, {}
+
 routes["/"] = {
   GET = function(conn, req)
-    reply(conn, req, 200, { ["Content-Type"] = "text/plain" }, HELLO)
+    local keep, head, now = http.keep_alive(req), req.method == "HEAD", date()
+    if now ~= hello_at then hello_at, hello = now, {} end
+    local key = (head and "h" or "g") .. (keep and "k" or "c")
+    local bytes = hello[key]
+    if not bytes then
+      bytes = http.response(200, { ["Content-Type"] = "text/plain", Date = now, Server = "hotsock" },
+        HELLO, { keep_alive = keep, head = head })
+      hello[key] = bytes
+    end
+    conn:send(bytes)
+    if not keep then conn:close() end
   end,
 }
 routes["/"].HEAD = routes["/"].GET
@@ -114,10 +130,18 @@ local function set_framing(conn, f)
   end
 end
 
+-- The head's status when it is too large: 414 when the request line alone
+-- is, else 431.
+local function oversize(head)
+  local eol = head:find("\n", 1, true)
+  if (eol or #head + 1) > MAX_LINE then return 414, "request line too long" end
+  return 431, "request head too large"
+end
+
 return {
   listen = "127.0.0.1:8080",
-  framing = "line",
-  max_frame = MAX_FRAME,                        -- a header line, or a body piece
+  framing = HEAD,
+  max_frame = MAX_FRAME,                        -- a request head, or a body piece
   timeouts = { idle = 60000, frame = 10000 },   -- idle keep-alive; slow heads
 
   on_message = function(conn, msg)
@@ -132,20 +156,19 @@ return {
       if rd.done then
         local req, body = conn.req, table.concat(conn.parts)
         conn.body, conn.req, conn.parts = nil, nil, nil
-        set_framing(conn, "line")
+        set_framing(conn, HEAD)
         return serve(conn, req, body)
       end
       return set_framing(conn, rd:framing())
     end
 
-    local head = conn.head
-    if not head then
-      head = http.head_reader({ max_head = MAX_HEAD, max_request_line = MAX_HEAD })
-      conn.head = head
+    if #msg > MAX_HEAD then return refuse(conn, oversize(msg)) end
+    local req, err = http.parse_head(msg)
+    if not req then
+      if #msg > MAX_LINE and err ~= "malformed request line" then return refuse(conn, oversize(msg)) end
+      return refuse(conn, err == "too many headers" and 431 or 400, err)
     end
-    local req, err, status = head:line(msg)
-    if err then return refuse(conn, status or 400, err) end
-    if not req then return end
+    if #req.target > MAX_LINE then return refuse(conn, 414, "request line too long") end
 
     local kind, n = http.body_kind(req)
     if not kind then return refuse(conn, 400, n) end
@@ -158,5 +181,14 @@ return {
                            or http.chunked_body({ piece = PIECE, max_body = MAX_BODY })
     conn.req, conn.body, conn.parts = req, rd, {}
     set_framing(conn, rd:framing())
+  end,
+
+  -- A head (or chunk-size line) longer than max_frame: the host stops
+  -- reading it and closes the connection after this answer.
+  on_frame_error = function(conn, why)
+    if conn.refused then return end
+    conn.refused = true
+    conn:send(http.response(conn.body and 400 or 431, { ["Content-Type"] = "text/plain", Date = date(), Server = "hotsock" },
+      why .. "\n", { keep_alive = false }))
   end,
 }

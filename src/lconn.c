@@ -15,6 +15,7 @@ typedef struct hs_lbox {
   uint64_t id;  /* kept after close, for logs and tables keyed by id */
 } hs_lbox_t;
 
+/* Keep in the order of the F_* indexes below. */
 static const char *const readonly[] = {"id",       "peer",     "peer_ip",   "peer_port",
                                        "local_addr", "listener", "closed",  "outbound",
                                        "bytes_in", "bytes_out", NULL};
@@ -200,40 +201,45 @@ static const luaL_Reg methods[] = {
     {"framing", conn_framing},   {"receive", conn_receive},   {"pipe", conn_pipe},
     {NULL, NULL}};
 
+/* The read-only fields, in the order of readonly[]: upvalue 2 of __index and
+ * __newindex maps each name to its index + 1, so a lookup is one rawget. */
+enum { F_ID, F_PEER, F_PEER_IP, F_PEER_PORT, F_LOCAL, F_LISTENER, F_CLOSED, F_OUTBOUND,
+       F_BYTES_IN, F_BYTES_OUT };
+
+static int push_field(lua_State *L, hs_lbox_t *b, int field) {
+  hs_conn_t *c = b->c;
+  if (field == F_ID) return lua_pushinteger(L, (lua_Integer)b->id), 1;
+  if (field == F_CLOSED) return lua_pushboolean(L, !c || !hs_conn_is_open(c)), 1;
+  if (!c) return lua_pushnil(L), 1; /* the connection is gone */
+  int un = (c->flags & HS_CONN_UNIX) != 0;
+  switch (field) {
+  case F_PEER: lua_pushstring(L, un ? c->listener->path : c->peer); break;
+  case F_PEER_IP: lua_pushstring(L, un ? "unix" : c->peer_ip); break;
+  case F_PEER_PORT:
+    if (un) lua_pushnil(L);
+    else lua_pushinteger(L, c->peer_port);
+    break;
+  case F_LOCAL: lua_pushstring(L, un ? c->listener->name : c->local); break;
+  case F_LISTENER:
+    if (c->listener) lua_pushstring(L, c->listener->name);
+    else lua_pushnil(L);
+    break;
+  case F_OUTBOUND: lua_pushboolean(L, (c->flags & HS_CONN_OUTBOUND) != 0); break;
+  case F_BYTES_IN: lua_pushinteger(L, (lua_Integer)c->bytes_in); break;
+  case F_BYTES_OUT: lua_pushinteger(L, (lua_Integer)c->bytes_out); break;
+  default: lua_pushnil(L); break;
+  }
+  return 1;
+}
+
 /* conn.key: a method, a read-only field, or the script's own state. */
 static int conn_index(lua_State *L) {
   hs_lbox_t *b = lua_touserdata(L, 1);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* methods[key] */
-  lua_pop(L, 1);
-  const char *k = lua_tostring(L, 2);
-  if (k && lua_type(L, 2) == LUA_TSTRING) {
-    hs_conn_t *c = b->c;
-    if (strcmp(k, "id") == 0) return lua_pushinteger(L, (lua_Integer)b->id), 1;
-    if (strcmp(k, "closed") == 0)
-      return lua_pushboolean(L, !c || !hs_conn_is_open(c)), 1;
-    if (c) {
-      int un = (c->flags & HS_CONN_UNIX) != 0;
-      if (strcmp(k, "peer") == 0)
-        return lua_pushstring(L, un ? c->listener->path : c->peer), 1;
-      if (strcmp(k, "peer_ip") == 0) return lua_pushstring(L, un ? "unix" : c->peer_ip), 1;
-      if (strcmp(k, "peer_port") == 0) {
-        if (c->flags & HS_CONN_UNIX) return lua_pushnil(L), 1;
-        return lua_pushinteger(L, c->peer_port), 1;
-      }
-      if (strcmp(k, "local_addr") == 0)
-        return lua_pushstring(L, un ? c->listener->name : c->local), 1;
-      if (strcmp(k, "listener") == 0) {
-        if (!c->listener) return lua_pushnil(L), 1;
-        return lua_pushstring(L, c->listener->name), 1;
-      }
-      if (strcmp(k, "outbound") == 0)
-        return lua_pushboolean(L, (c->flags & HS_CONN_OUTBOUND) != 0), 1;
-      if (strcmp(k, "bytes_in") == 0) return lua_pushinteger(L, (lua_Integer)c->bytes_in), 1;
-      if (strcmp(k, "bytes_out") == 0)
-        return lua_pushinteger(L, (lua_Integer)c->bytes_out), 1;
-    }
-  }
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TNUMBER)      /* fields[key] */
+    return push_field(L, b, (int)lua_tointeger(L, -1) - 1);
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) return 1; /* nil */
   lua_pushvalue(L, 2);
   lua_rawget(L, -2);
@@ -243,12 +249,13 @@ static int conn_index(lua_State *L) {
 static int conn_newindex(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
-    for (int i = 0; readonly[i]; i++)
-      if (strcmp(k, readonly[i]) == 0) return luaL_error(L, "conn.%s is read-only", k);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL)
+      return luaL_error(L, "conn.%s is read-only", k);
     lua_pushvalue(L, 2);
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
       return luaL_error(L, "conn.%s is a method and cannot be replaced", k);
-    lua_pop(L, 1);
+    lua_pop(L, 2);
   }
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -281,10 +288,16 @@ static int conn_eq(lua_State *L) {
 void hs_lconn_open(lua_State *L) {
   luaL_newmetatable(L, CONN_MT);
   luaL_newlib(L, methods);
-  lua_pushvalue(L, -1);
-  lua_pushcclosure(L, conn_index, 1);
-  lua_setfield(L, -3, "__index");
-  lua_pushcclosure(L, conn_newindex, 1);
+  lua_newtable(L); /* fields: name -> index + 1 */
+  for (int i = 0; readonly[i]; i++) {
+    lua_pushinteger(L, i + 1);
+    lua_setfield(L, -2, readonly[i]);
+  }
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, conn_index, 2);
+  lua_setfield(L, -4, "__index");
+  lua_pushcclosure(L, conn_newindex, 2);
   lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, conn_tostring);
   lua_setfield(L, -2, "__tostring");

@@ -65,42 +65,87 @@ M.reasons = {
 -- tchar: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA
 local TOKEN = "^[%w!#%$%%&'%*%+%-%.%^_`|~]+$"
 
+-- methods that need no TOKEN check
+local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, DELETE = true,
+                  OPTIONS = true, PATCH = true, CONNECT = true, TRACE = true }
+
 -- parse_request_line(line) -> method, target, major, minor | nil, err
 function M.parse_request_line(line)
   if type(line) ~= "string" then return nil, "no request line" end
   if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
   local method, target, major, minor = line:match("^(%S+) (%S+) HTTP/(%d)%.(%d)$")
   if not method then return nil, "malformed request line" end
-  if not find(method, TOKEN) then return nil, "malformed method" end
+  if not METHODS[method] and not find(method, TOKEN) then return nil, "malformed method" end
   if find(target, "[%c\127]") then return nil, "malformed request target" end
   if major ~= "1" then return nil, "unsupported HTTP version" end
   return method, target, 1, tonumber(minor)
 end
 
+local VERSIONS = {}
+for minor = 0, 9 do VERSIONS[minor] = "1." .. minor end
+
 local function new_request(method, target, major, minor)
-  local path, query = target:match("^([^?]*)%?(.*)$")
+  local path, query = target, nil
+  local q = find(target, "?", 1, true)
+  if q then path, query = sub(target, 1, q - 1), sub(target, q + 1) end
   return {
     method = method, target = target,
-    path = path or target, query = query,
-    major = major, minor = minor, version = major .. "." .. minor,
+    path = path, query = query,
+    major = major, minor = minor, version = VERSIONS[minor] or major .. "." .. minor,
     headers = {}, header_list = {},
   }
 end
 
+-- A bounded cache: key -> value for up to `size` keys (header names seen
+-- again and again), so that a client inventing names cannot grow it.
+local function cache(size)
+  local t, n = {}, 0
+  return t, function(k, v)
+    if n < size then
+      t[k] = v
+      n = n + 1
+    end
+    return v
+  end
+end
+
+-- valid header name -> its lower-case form
+local NAMES, remember_name = cache(1024)
+
 -- add_header(req, line) -> true | nil, err
 local function add_header(req, line, max_headers)
-  if sub(line, -1) == "\r" then line = sub(line, 1, -2) end
+  local n = #line
+  if byte(line, n) == 13 then n = n - 1 end
   local c = byte(line, 1)
   if c == 32 or c == 9 then return nil, "obsolete header line folding" end
-  local name, value = line:match("^([^:]*):(.*)$")
-  if not name or not find(name, TOKEN) then return nil, "malformed header line" end
+  local colon = find(line, ":", 1, true)
+  if not colon or colon > n then return nil, "malformed header line" end
+  local name = sub(line, 1, colon - 1)
+  local key = NAMES[name]
+  if not key then
+    if not find(name, TOKEN) then return nil, "malformed header line" end
+    key = remember_name(name, lower(name))
+  end
   -- optional whitespace around the value
-  value = value:match("^[ \t]*(.-)[ \t]*$")
-  if find(value, "[%z\r\n]") then return nil, "malformed header value" end
+  local vs, ve = colon + 1, n
+  c = byte(line, vs)
+  while c == 32 or c == 9 do
+    vs = vs + 1
+    c = byte(line, vs)
+  end
+  c = byte(line, ve)
+  while ve >= vs and (c == 32 or c == 9) do
+    ve = ve - 1
+    c = byte(line, ve)
+  end
+  local value = sub(line, vs, ve)
+  if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
+    return nil, "malformed header value"
+  end
   local list = req.header_list
-  if #list >= max_headers then return nil, "too many headers" end
-  list[#list + 1] = { name, value }
-  local key = lower(name)
+  local count = #list
+  if count >= max_headers then return nil, "too many headers" end
+  list[count + 1] = { name, value }
   local h = req.headers
   local old = h[key]
   if old == nil then h[key] = value
@@ -118,21 +163,22 @@ local DEFAULT_MAX_HEAD = 64 * 1024
 -- parse_head(text) -> req | nil, err. text: the request line and header
 -- lines, separated by CRLF (or LF), with or without the final empty line.
 function M.parse_head(text, opts)
-  opts = opts or {}
   if type(text) ~= "string" then return nil, "no request head" end
   -- leading empty lines before a request line are allowed (RFC 9112 2.2)
   local i = 1
-  while true do
+  local c = byte(text, 1)
+  while c == 13 or c == 10 do
     local s, e = find(text, "^\r?\n", i)
     if not s then break end
     i = e + 1
+    c = byte(text, i)
   end
   local e = find(text, "\n", i, true)
   local first = sub(text, i, (e or #text + 1) - 1)
   local method, target, major, minor = M.parse_request_line(first)
   if not method then return nil, target end
   local req = new_request(method, target, major, minor)
-  local max_headers = opts.max_headers or DEFAULT_MAX_HEADERS
+  local max_headers = opts and opts.max_headers or DEFAULT_MAX_HEADERS
   while e do
     local s = e + 1
     e = find(text, "\n", s, true)
@@ -448,58 +494,115 @@ end
 -- responses
 ---------------------------------------------------------------------------
 
+local STATUS_LINES = {} -- status -> "HTTP/1.1 200 OK\r\n" for the usual reasons
+
 local function status_line(status, opts)
-  local reason = (opts and opts.reason) or M.reasons[status] or "Unknown"
-  return "HTTP/1.1 " .. status .. " " .. reason .. "\r\n"
+  local reason = opts and opts.reason
+  if not reason then
+    local l = STATUS_LINES[status]
+    if l then return l end
+  end
+  local l = "HTTP/1.1 " .. status .. " " .. (reason or M.reasons[status] or "Unknown") .. "\r\n"
+  if not reason and M.reasons[status] then STATUS_LINES[status] = l end
+  return l
 end
 
-local function check_field(s)
-  s = tostring(s)
-  if find(s, "[\r\n]") then error("header text must not contain CR or LF", 4) end
+local function check_value(v)
+  local s = type(v) == "string" and v or tostring(v)
+  if find(s, "\r", 1, true) or find(s, "\n", 1, true) then
+    error("header text must not contain CR or LF", 4)
+  end
   return s
 end
 
--- Build the status line and header block. headers: a map {name = value}
--- (a list value repeats the header) or a list of {name, value} pairs.
--- opts: reason, keep_alive (adds "Connection: keep-alive" / "close"),
--- length (adds Content-Length), chunked (adds Transfer-Encoding: chunked),
--- date (true: adds a Date header).
-function M.head(status, headers, opts)
-  opts = opts or {}
+-- valid response header name -> its lower-case form
+local OUT_NAMES, remember_out_name = cache(1024)
+
+local function check_name(name)
+  local key = OUT_NAMES[name]
+  if key then return name, key end
+  local s = check_value(name)
+  return s, remember_out_name(s, lower(s))
+end
+
+local SORTED = {} -- scratch: a header map's names in order
+
+-- The status line and header block, with Content-Length `length` (or none).
+local function build_head(status, headers, opts, length)
   local out = { status_line(status, opts) }
-  local seen = {}
-  local function add(name, value)
-    name = check_field(name)
-    seen[lower(name)] = true
-    out[#out + 1] = name .. ": " .. check_field(value) .. "\r\n"
-  end
+  local n = 1
+  local date, te, cl, conn = false, false, false, false
   if headers then
-    if headers[1] then
-      for _, h in ipairs(headers) do add(h[1], h[2]) end
+    local list = headers[1] ~= nil
+    local names, k = SORTED, 0
+    if list then
+      k = #headers
     else
-      local names = {}
-      for k in pairs(headers) do names[#names + 1] = k end
-      table.sort(names)
-      for _, k in ipairs(names) do
-        local v = headers[k]
-        if type(v) == "table" then for _, x in ipairs(v) do add(k, x) end
-        else add(k, v) end
+      for name in pairs(headers) do
+        k = k + 1
+        names[k] = name
       end
+      if k > 1 then table.sort(names) end
+    end
+    for i = 1, k do
+      local name, v
+      if list then
+        local h = headers[i]
+        name, v = h[1], h[2]
+      else
+        name = names[i]
+        names[i] = nil
+        v = headers[name]
+      end
+      local key
+      name, key = check_name(name)
+      if type(v) == "table" then
+        for j = 1, #v do
+          n = n + 1
+          out[n] = name .. ": " .. check_value(v[j]) .. "\r\n"
+        end
+      else
+        n = n + 1
+        out[n] = name .. ": " .. check_value(v) .. "\r\n"
+      end
+      if key == "date" then date = true
+      elseif key == "transfer-encoding" then te = true
+      elseif key == "content-length" then cl = true
+      elseif key == "connection" then conn = true end
     end
   end
-  if opts.date and not seen["date"] then
-    add("Date", os.date("!%a, %d %b %Y %H:%M:%S GMT"))
+  if opts then
+    if opts.date and not date then
+      n = n + 1
+      out[n] = "Date: " .. os.date("!%a, %d %b %Y %H:%M:%S GMT") .. "\r\n"
+    end
+    if opts.chunked then
+      if not te then
+        n = n + 1
+        out[n] = "Transfer-Encoding: chunked\r\n"
+      end
+      length = nil
+    end
   end
-  if opts.chunked then
-    if not seen["transfer-encoding"] then add("Transfer-Encoding", "chunked") end
-  elseif opts.length and not seen["content-length"] then
-    add("Content-Length", opts.length)
+  if length and not cl then
+    n = n + 1
+    out[n] = "Content-Length: " .. check_value(length) .. "\r\n"
   end
-  if opts.keep_alive ~= nil and not seen["connection"] then
-    add("Connection", opts.keep_alive and "keep-alive" or "close")
+  if opts and opts.keep_alive ~= nil and not conn then
+    n = n + 1
+    out[n] = opts.keep_alive and "Connection: keep-alive\r\n" or "Connection: close\r\n"
   end
-  out[#out + 1] = "\r\n"
+  out[n + 1] = "\r\n"
   return concat(out)
+end
+
+-- Build the status line and header block. headers: a map {name = value}
+-- (a list value repeats the header; names go out sorted) or a list of
+-- {name, value} pairs (in that order). opts: reason, keep_alive (adds
+-- "Connection: keep-alive" / "close"), length (adds Content-Length), chunked
+-- (adds Transfer-Encoding: chunked), date (true: adds a Date header).
+function M.head(status, headers, opts)
+  return build_head(status, headers, opts, opts and opts.length)
 end
 
 -- response(status, headers, body, opts) -> the whole response as a string.
@@ -507,14 +610,10 @@ end
 -- (answering HEAD) keeps the length but leaves the body out; 1xx, 204 and
 -- 304 get neither. opts as for http.head.
 function M.response(status, headers, body, opts)
-  opts = opts or {}
   body = body or ""
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
   local bodiless = (status >= 100 and status < 200) or status == 204 or status == 304
-  if not bodiless and not o.chunked then o.length = #body end
-  local h = M.head(status, headers, o)
-  if opts.head or bodiless then return h end
+  local h = build_head(status, headers, opts, not bodiless and #body or nil)
+  if (opts and opts.head) or bodiless then return h end
   return h .. body
 end
 
@@ -529,7 +628,7 @@ end
 function M.last_chunk(trailers)
   if not trailers then return "0\r\n\r\n" end
   local out = { "0\r\n" }
-  for k, v in pairs(trailers) do out[#out + 1] = check_field(k) .. ": " .. check_field(v) .. "\r\n" end
+  for k, v in pairs(trailers) do out[#out + 1] = check_value(k) .. ": " .. check_value(v) .. "\r\n" end
   out[#out + 1] = "\r\n"
   return concat(out)
 end
