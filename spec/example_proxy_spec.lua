@@ -102,6 +102,48 @@ describe("examples/proxy.lua", function()
     lsrv:close()
   end)
 
+  it("relays redis-cli and redis-benchmark to examples/redis.lua", function()
+    if os.execute("command -v redis-cli >/dev/null 2>&1") ~= true then
+      pending("redis-cli is not installed")
+      return
+    end
+    local redis = H.start("examples/redis.lua")
+    local proxy = proxy_to(redis.addrs[1])
+    local function cli(...)
+      local cmd = { "timeout 20 redis-cli -h 127.0.0.1 -p", tostring(proxy.port) }
+      for _, a in ipairs({ ... }) do cmd[#cmd + 1] = H.quote(a) end
+      local f = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
+      local out = f:read("a")
+      f:close()
+      return (out:gsub("\n$", ""))
+    end
+    assert.are.equal("PONG", cli("ping"))
+    assert.are.equal("OK", cli("set", "relayed", "through the proxy"))
+    assert.are.equal("through the proxy", cli("get", "relayed"))
+    assert.are.equal("5", cli("incrby", "n", "5"))
+    -- one redis-cli run with many commands on one connection
+    local f = assert(io.popen("printf 'INCR n\\nINCR n\\nGET n\\n' | timeout 20 redis-cli -p " ..
+      proxy.port .. " 2>&1"))
+    assert.are.equal("6\n7\n7\n", f:read("a"))
+    f:close()
+    -- the key went to the server behind the proxy
+    local direct = redis:connect()
+    H.send(direct, "GET relayed\r\n")
+    assert.are.equal("$17", H.line(direct))
+    assert.are.equal("through the proxy", H.line(direct))
+    -- 20 clients pipelining through the relay; every reply arrives
+    f = assert(io.popen("timeout 60 redis-benchmark -p " .. proxy.port ..
+      " -q -n 20000 -c 20 -P 8 -t set,get 2>&1"))
+    local out = f:read("a")
+    f:close()
+    assert.matches("SET: [%d%.]+ requests per second", out)
+    assert.matches("GET: [%d%.]+ requests per second", out)
+    assert.are.equal("1", cli("exists", "key:__rand_int__"))
+    -- byte counts: the proxy logged a line per client, with both directions
+    local up, down = proxy:expect_log("client %d+ %(.-%): (%d+) bytes up, (%d+) bytes down")
+    assert.is_true(tonumber(up) > 0 and tonumber(down) > 0)
+  end)
+
   it("closes the client when the upstream is down, and says why", function()
     local probe = assert(socket.bind("127.0.0.1", 0))
     local _, dead = probe:getsockname()
