@@ -31,6 +31,11 @@ local M = {
     elseif line == "pspin" then
       pcall(function() while true do end end)
       conn:send("pcall swallowed the budget\n")
+    elseif line == "tailspin" then
+      return pcall(function() while true do end end)
+    elseif line == "unhook" then
+      local ok, err = pcall(debug.sethook)
+      conn:send("sethook ", tostring(ok), " ", tostring(err):match("not available") or tostring(err), "\n")
     elseif line == "stats" then
       local s = hs.stats()
       conn:send("errors ", tostring(s.handler_errors), " timeouts ", tostring(s.handler_timeouts), "\n")
@@ -113,6 +118,27 @@ describe("errors in handlers", function()
     assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
     srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
     assert.are.equal("pong m", ask(neighbour, "m"))
+  end)
+
+  it("a handler that returns pcall(spin) as a tail call is still stopped and counted", function()
+    local srv = H.start(script("handler_budget = 50,"))
+    local neighbour = open(srv)
+    local bad, id = open(srv)
+    H.send(bad, "tailspin\n")
+    local err = H.read_to_close(bad, 5)
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
+    local st = ask(neighbour, "stats")
+    assert.truthy(st:match(" timeouts 1$"), "handler_timeouts not counted: " .. st)
+  end)
+
+  it("a script cannot remove the budget hook with debug.sethook", function()
+    local srv = H.start(script("handler_budget = 50,"))
+    local c = open(srv)
+    assert.are.equal("sethook false not available", ask(c, "unhook"))
+    H.send(c, "spin\n")
+    local err = H.read_to_close(c, 5)
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
   end)
 
   it("an error in a timer is logged with a traceback and an every timer keeps running", function()

@@ -63,6 +63,11 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->budget_ms);
 }
 
+static int no_sethook(lua_State *L) {
+  return luaL_error(L, "debug.sethook is not available: hotsock's hook enforces "
+                       "handler_budget");
+}
+
 void hs_script_budget_start(hs_server_t *srv, uint64_t ms) {
   if (srv->budget_depth++ > 0) return;
   srv->budget_ms = ms;
@@ -194,6 +199,12 @@ int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what) 
   int tripped = hs_script_budget_stop(srv);
   srv->current = prev;
   lua_remove(L, base);
+  if (st == LUA_OK && tripped) {
+    /* `return pcall(spin)` catches the stop and returns with no instruction
+     * left to raise it again; a call over budget is a failure all the same. */
+    lua_pushnil(L);
+    st = LUA_ERRRUN;
+  }
   if (st != LUA_OK) handler_failed(srv, c, what, st, tripped);
   return st;
 }
@@ -224,11 +235,16 @@ int hs_script_resume(hs_server_t *srv, hs_conn_t *c, int nargs) {
     }
     return st;
   }
-  if (st == LUA_OK) {
+  if (st == LUA_OK && !tripped) {
     lua_settop(co, 0);
     hs_conn_drop_coroutine(c);
     if (hs_conn_is_open(c)) hs_conn_close(c, "closed");
     return st;
+  }
+  if (st == LUA_OK) { /* it returned, but over budget (see hs_script_call) */
+    lua_settop(co, 0);
+    lua_pushliteral(co, "handler exceeded its time budget");
+    st = LUA_ERRRUN;
   }
   const char *msg = lua_tostring(co, -1);
   luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
@@ -639,6 +655,13 @@ int hs_script_open(hs_server_t *srv) {
   srv->prev_module_ref = LUA_NOREF;
   luaL_openlibs(L);
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  /* The count hook is what enforces handler_budget: a script may not take
+   * it away. */
+  if (lua_getglobal(L, "debug") == LUA_TTABLE) {
+    lua_pushcfunction(L, no_sethook);
+    lua_setfield(L, -2, "sethook");
+  }
+  lua_pop(L, 1);
   hs_lconn_open(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, hs_lhotsock_open);
