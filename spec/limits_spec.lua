@@ -371,6 +371,25 @@ return {
       "outbuf_disconnects=0 timeouts=0", stats_line(keep))
   end)
 
+  it("--timeout wins over the module, and 0 turns a timeout off", function()
+    local srv = H.start(cli_script("timeouts = { idle = 600000, frame = 100 },"),
+      { args = { "--timeout", "idle=150", "--timeout", "frame=0" } })
+    local c, id = open(srv)
+    H.send(c, "partial line, never finished")   -- frame=0: no frame timeout
+    srv:expect_log("@@ CLOSE " .. id .. " idle timeout\n", 5, true)
+    assert.is_nil(srv:stderr():find("frame timeout", 1, true))
+  end)
+
+  it("--timeout refuses an unknown name or a bad number", function()
+    for _, bad in ipairs({ "slow=1", "idle", "idle=", "idle=-5", "idle=5x", "idle=1,,frame=2" }) do
+      local rc, _, err = H.run({ "--timeout", bad, H.root .. "/examples/echo.lua" })
+      assert.are.equal(2, rc, bad)
+      assert.truthy(err:find("--timeout takes NAME=MS", 1, true), err)
+    end
+    local rc = H.run({ "--check", "--timeout", "idle=5,read=0,write=10,frame=20", H.root .. "/examples/echo.lua" })
+    assert.are.equal(0, rc)
+  end)
+
   it("--max-lua-memory wins over the module", function()
     local srv = H.start(cli_script("max_lua_memory = 268435456, handler_budget = 10000,"),
       { args = { "--max-lua-memory", "33554432" } })

@@ -20,7 +20,8 @@
 typedef struct hs_server hs_server_t;
 typedef struct hs_conn hs_conn_t;
 
-/* Timeouts in ms; 0 turns one off. */
+/* Timeouts in ms; 0 turns one off. HS_UNSET: not given on the command line. */
+#define HS_UNSET UINT64_MAX
 typedef struct hs_timeouts {
   uint64_t idle;  /* nothing read or written */
   uint64_t read;  /* nothing read */
@@ -173,7 +174,7 @@ struct hs_server {
   char *rbuf;                /* the loop's read buffer */
   size_t rbuf_size;
   hs_limits_t limits;        /* effective settings */
-  hs_limits_t cli;           /* command-line overrides; 0 / -1 unset */
+  hs_limits_t cli;           /* command-line overrides; 0 (HS_UNSET for timeouts) unset */
   int log_level;
   uint64_t next_id;
   hs_stats_t stats;

@@ -36,6 +36,9 @@ static void usage(FILE *f) {
           "      --drain-timeout MS  output drain time at shutdown (default 5000)\n"
           "      --handler-budget MS time one event may take (default 100)\n"
           "      --max-lua-memory BYTES  Lua heap cap (default 256 MiB)\n"
+          "      --timeout NAME=MS   a client timeout: idle, read, write (default\n"
+          "                          60000) or frame (default 30000); 0 turns it\n"
+          "                          off. Repeatable, or comma-separated.\n"
           "  -V, --version           print the version\n"
           "  -h, --help              print this help\n"
           "\n"
@@ -54,7 +57,8 @@ enum {
   OPT_BACKLOG,
   OPT_DRAIN,
   OPT_BUDGET,
-  OPT_LUA_MEM
+  OPT_LUA_MEM,
+  OPT_TIMEOUT
 };
 
 static int parse_size(const char *opt, const char *s, size_t *out) {
@@ -66,6 +70,31 @@ static int parse_size(const char *opt, const char *s, size_t *out) {
     return -1;
   }
   *out = (size_t)v;
+  return 0;
+}
+
+/* --timeout idle=30000[,frame=0...]: set cli timeouts; -1 on a bad one. */
+static int parse_timeouts(const char *arg, hs_timeouts_t *to) {
+  static const char *const names[] = {"idle", "read", "write", "frame"};
+  const char *p = arg;
+  while (*p) {
+    const char *eq = strchr(p, '='), *comma = strchr(p, ',');
+    if (!comma) comma = p + strlen(p);
+    uint64_t *slot = NULL;
+    for (int i = 0; eq && eq < comma && i < 4; i++)
+      if ((size_t)(eq - p) == strlen(names[i]) && strncmp(p, names[i], (size_t)(eq - p)) == 0)
+        slot = i == 0 ? &to->idle : i == 1 ? &to->read : i == 2 ? &to->write : &to->frame;
+    char *end;
+    errno = 0;
+    unsigned long long v = slot ? strtoull(eq + 1, &end, 10) : 0;
+    if (!slot || errno || end == eq + 1 || end != comma || eq[1] == '-') {
+      fprintf(stderr, "hotsock: --timeout takes NAME=MS with NAME idle, read, write or "
+                      "frame, not \"%s\"\n", arg);
+      return -1;
+    }
+    *slot = v;
+    p = *comma ? comma + 1 : comma;
+  }
   return 0;
 }
 
@@ -83,6 +112,7 @@ int main(int argc, char **argv) {
       {"drain-timeout", required_argument, NULL, OPT_DRAIN},
       {"handler-budget", required_argument, NULL, OPT_BUDGET},
       {"max-lua-memory", required_argument, NULL, OPT_LUA_MEM},
+      {"timeout", required_argument, NULL, OPT_TIMEOUT},
       {"version", no_argument, NULL, 'V'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -90,6 +120,7 @@ int main(int argc, char **argv) {
   memset(&srv, 0, sizeof srv);
   srv.log_level = HS_LOG_INFO;
   srv.load_budget = 500;
+  srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
   int nlisten = 0, watch = 1, ch;
   size_t v;
@@ -134,6 +165,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_LUA_MEM:
       if (parse_size("--max-lua-memory", optarg, &srv.cli.max_lua_memory)) return 2;
+      break;
+    case OPT_TIMEOUT:
+      if (parse_timeouts(optarg, &srv.cli.timeouts)) return 2;
       break;
     case 'V': printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string()); return 0;
     case 'h': usage(stdout); return 0;

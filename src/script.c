@@ -520,6 +520,10 @@ static void apply_cli(const hs_limits_t *cli, hs_limits_t *l) {
   if (cli->drain_timeout) l->drain_timeout = cli->drain_timeout;
   if (cli->handler_budget) l->handler_budget = cli->handler_budget;
   if (cli->max_lua_memory) l->max_lua_memory = cli->max_lua_memory;
+  if (cli->timeouts.idle != HS_UNSET) l->timeouts.idle = cli->timeouts.idle;
+  if (cli->timeouts.read != HS_UNSET) l->timeouts.read = cli->timeouts.read;
+  if (cli->timeouts.write != HS_UNSET) l->timeouts.write = cli->timeouts.write;
+  if (cli->timeouts.frame != HS_UNSET) l->timeouts.frame = cli->timeouts.frame;
 }
 
 /* The file:line where a call stopped by the budget was running: the first Lua
