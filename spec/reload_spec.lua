@@ -469,6 +469,26 @@ return {
     assert.are.equal("V1 gen 2 gil", ask(c, "boom"))
   end)
 
+  it("probation: a reload asked for in the same loop turn does not replace the rollback", function()
+    -- V2's on_error asks for a reload right after the third error, the one
+    -- that rolls back
+    local v2 = probation:format(2, 10000):gsub('on_error = function%(conn, err%) conn:send%("err\\n"%) end,',
+      'on_error = function(conn, err) conn.errs = (conn.errs or 0) + 1 ' ..
+      'if conn.errs == 3 then hs.reload() end conn:send("err\\n") end,')
+    assert.truthy(v2:find("hs.reload()", 1, true))
+    local srv = H.start(probation:format(1, 10000), { args = { "--no-watch" } })
+    local c = srv:connect()
+    assert.are.equal("V1 gen 0 nil", ask(c, "again"))
+    write(srv.script, v2)
+    srv:signal("HUP")
+    assert.are.equal("V2 gen 1 again", await(c, "x", "V2 gen 1 again"))
+    for _ = 1, 3 do assert.are.equal("err", ask(c, "boom")) end
+    -- rolled back to V1 (generation 2), then the file (V2) reloaded (generation 3)
+    assert.are.equal("V2 gen 3 again", await(c, "x", "V2 gen 3 again"))
+    assert.are.equal(1, srv:count_log("rolled back", true))
+    assert.are.equal(1, srv:count_log("reloaded (hs.reload): generation 3", true))
+  end)
+
   it("probation: errors after the window do not roll back", function()
     local srv = H.start(probation:format(1, 200), { args = { "--no-watch" } })
     local c = srv:connect()

@@ -203,6 +203,7 @@ struct hs_server {
   struct hs_watch *watch;    /* the script watcher, or NULL */
   uint64_t load_budget;      /* ms a script load may take */
   const char *reload_trigger; /* a reload asked for, done before the loop sleeps */
+  int rollback_pending;       /* a rollback asked for, done before reload_trigger */
   int prev_module_ref;       /* the module before the last reload, during probation */
   hs_limits_t prev_limits;   /* its settings */
   hs_framer_t prev_framer;

@@ -49,8 +49,13 @@ void hs_server_mark_pending(hs_server_t *srv, hs_conn_t *c) {
   uv_idle_start(&srv->idle, idle_cb); /* do not sleep before it is handled */
 }
 
+/* A rollback is kept apart from the other triggers: a SIGHUP or a save in
+ * the same loop turn must not replace it. Both run, the rollback first. */
 void hs_server_request_reload(hs_server_t *srv, const char *trigger) {
-  srv->reload_trigger = trigger;
+  if (strcmp(trigger, "rollback") == 0)
+    srv->rollback_pending = 1;
+  else
+    srv->reload_trigger = trigger;
   uv_idle_start(&srv->idle, idle_cb);
 }
 
@@ -59,6 +64,10 @@ void hs_server_request_reload(hs_server_t *srv, const char *trigger) {
  * iteration, one write per connection. */
 static void prepare_cb(uv_prepare_t *h) {
   hs_server_t *srv = hs_container_of(h, hs_server_t, prepare);
+  if (srv->rollback_pending) {
+    srv->rollback_pending = 0;
+    hs_script_reload(srv, "rollback");
+  }
   if (srv->reload_trigger) {
     const char *t = srv->reload_trigger;
     srv->reload_trigger = NULL;
@@ -78,7 +87,8 @@ static void prepare_cb(uv_prepare_t *h) {
     c->flags &= ~HS_CONN_DIRTY;
     hs_conn_flush(c);
   }
-  if (!srv->pending && !srv->reload_trigger) uv_idle_stop(&srv->idle);
+  if (!srv->pending && !srv->reload_trigger && !srv->rollback_pending)
+    uv_idle_stop(&srv->idle);
 }
 
 /* Format a socket address as "ip:port" or "[v6]:port". */
