@@ -243,6 +243,9 @@ static void reference(const job_t *j, run_t *out) {
     case HS_FRAME_RAW:
       abort(); /* no frame list to compare */
 
+    case HS_FRAME_RESP:
+      abort(); /* never chosen here: fuzz_resp.c has its own harness */
+
     case HS_FRAME_ALL:
       if (rem > j->max) out->end = HS_FRAME_TOOBIG;
       else run_add(out, j, pos, rem);
