@@ -202,10 +202,16 @@ static int push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const ch
     lua_pushlstring(L, m, fr->len);
     return 0;
   }
-  long argc = hs_resp_argc(m, fr->len);
-  /* a table slot and a string header per argument, and the bytes */
-  if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + fr->len)) goto no_room;
-  lua_createtable(L, (int)argc, 0);
+  /* A table slot and a string header per argument, and the bytes. An
+   * argument takes at least 2 bytes on the wire (an inline word and its
+   * space; "$0\r\n\r\n" takes 6), so there are at most len / 2 + 1; only
+   * when that bound does not fit are they counted. */
+  size_t need = 64 + (fr->len / 2 + 1) * 64 + fr->len;
+  if (!lua_room(c->srv, need)) {
+    long argc = hs_resp_argc(m, fr->len);
+    if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + fr->len)) goto no_room;
+  }
+  lua_createtable(L, 4, 0); /* most commands; more grow it */
   arg_sink_t sink = {L, 0};
   char small[256], *scratch = small;
   if (m[0] != '*' && fr->len > sizeof small && !(scratch = malloc(fr->len))) {
@@ -294,7 +300,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
     const hs_framer_t *f = coro ? &c->want : &c->framer;
     const char *p;
     size_t n;
-    hs_frame_t fr;
+    hs_frame_t fr = {0, 0, 0, NULL};
     int eof = (c->flags & HS_CONN_EOF) != 0;
     input(c, &p, &n);
     int r = hs_frame_next(f, p, n, c->max_frame, eof, &c->scan, &fr);
@@ -643,7 +649,7 @@ static void timer_cb(uv_timer_t *t) {
 int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
   const char *p;
   size_t n;
-  hs_frame_t fr;
+  hs_frame_t fr = {0, 0, 0, NULL};
   hs_scan_t scan = {0, 0};
   int eof = (c->flags & HS_CONN_EOF) != 0;
   int r;

@@ -267,8 +267,10 @@ static int resp_next(const char *p, size_t n, size_t max_frame, hs_scan_t *scan,
     size_t at = find(p, n, scan->pos, "\n", 1);
     if (at == n) {
       scan->pos = n;
-      if (n > max_frame) return HS_FRAME_TOOBIG;
-      if (n > HS_RESP_MAX_INLINE) return bad(out, "Protocol error: too big inline request");
+      /* A CR at the very end may belong to a CRLF still on its way. */
+      size_t pending = p[n - 1] == '\r' ? n - 1 : n;
+      if (pending > max_frame) return HS_FRAME_TOOBIG;
+      if (pending > HS_RESP_MAX_INLINE) return bad(out, "Protocol error: too big inline request");
       return HS_FRAME_MORE;
     }
     size_t len = (at > 0 && p[at - 1] == '\r') ? at - 1 : at;
@@ -338,8 +340,17 @@ static long multibulk_args(const char *p, size_t len, hs_resp_arg_fn fn, void *u
   return count < 0 ? 0 : (long)count;
 }
 
+/* Whether p[0, len) is exactly one complete multibulk command, as
+ * hs_frame_next would return it. */
+static int whole_multibulk(const char *p, size_t len) {
+  hs_scan_t scan = {0, 0};
+  hs_frame_t fr;
+  return resp_next(p, len, SIZE_MAX, &scan, &fr) == HS_FRAME_OK && fr.consumed == len;
+}
+
 long hs_resp_argc(const char *p, size_t len) {
   if (len && p[0] == '*') {
+    if (!whole_multibulk(p, len)) return -1;
     hs_frame_t scratch;
     size_t cr;
     long long count;
@@ -350,7 +361,7 @@ long hs_resp_argc(const char *p, size_t len) {
 }
 
 long hs_resp_args(const char *p, size_t len, char *scratch, hs_resp_arg_fn fn, void *ud) {
-  if (len && p[0] == '*') return multibulk_args(p, len, fn, ud);
+  if (len && p[0] == '*') return whole_multibulk(p, len) ? multibulk_args(p, len, fn, ud) : -1;
   if (!scratch) return -1;
   return split_inline(p, len, scratch, fn, ud);
 }
@@ -414,6 +425,7 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
     uint64_t len;
     size_t hdr;
     int r = decode_len(f->len_kind, (const unsigned char *)p, n, &len, &hdr);
+    if (r == HS_FRAME_BAD) return bad(out, "malformed length prefix");
     if (r <= 0) return r;
     if (len > max_frame) return HS_FRAME_TOOBIG;
     if (n - hdr < len) return HS_FRAME_MORE;
