@@ -67,10 +67,18 @@ M.NULL_ARRAY = "*-1\r\n"
 M.OK = "+OK\r\n"
 M.PONG = "+PONG\r\n"
 
+-- "$<n>\r\n" for the usual lengths, made once: turning #s into digits
+-- costs more than the rest of a short reply.
+local BULK_PREFIX = {}
+for n = 0, 1024 do BULK_PREFIX[n] = "$" .. n .. "\r\n" end
+
 function M.bulk(s)
-  if s == nil or s == M.null then return "$-1\r\n" end
-  s = tostring(s)
-  return "$" .. #s .. "\r\n" .. s .. "\r\n"
+  if type(s) ~= "string" then
+    if s == nil or s == M.null then return "$-1\r\n" end
+    s = tostring(s)
+  end
+  local n = #s
+  return (BULK_PREFIX[n] or "$" .. n .. "\r\n") .. s .. "\r\n"
 end
 
 -- encode(value) -> string. Strings become bulk strings, integers (and
