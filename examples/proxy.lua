@@ -3,10 +3,10 @@
 -- side whose peer reads slowly stops being read from until the peer catches
 -- up. One log line per client says how many bytes went each way.
 --
--- Try it (relay port 7002 to a Redis-protocol server on 6380):
+-- Try it (relay port 7003 to a Redis-protocol server on 6380):
 --   hotsock -l 127.0.0.1:6380 examples/redis.lua &
---   hotsock examples/proxy.lua 127.0.0.1:6380        # listening on 127.0.0.1:7002
---   redis-cli -p 7002 ping
+--   hotsock examples/proxy.lua 127.0.0.1:6380        # listening on 127.0.0.1:7003
+--   redis-cli -p 7003 ping
 -- The upstream comes from the first argument, else from `upstream` below.
 local hs = require "hotsock"
 
@@ -19,7 +19,7 @@ end
 port = tonumber(port)
 
 return {
-  listen = "127.0.0.1:7002",
+  listen = "127.0.0.1:7003",
   framing = "raw",
   -- The relay pauses a reader while the other side holds more than this.
   high_water = 256 * 1024,

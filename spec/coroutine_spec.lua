@@ -150,4 +150,28 @@ describe("coroutine-style handle(conn)", function()
     socket.sleep(0.05)
     assert.are.equal(1, srv:count_log("@@ CLOSE " .. id .. " ", true))
   end)
+
+  it("no frame timeout once lines that arrived together were all received", function()
+    local quiet = H.start([[
+local hs = require "hotsock"
+return {
+  timeouts = { frame = 300 },
+  handle = function(conn)
+    while true do
+      local line, err = conn:receive("*l")
+      if not line then conn:send("error ", err, "\n") return end
+      hs.sleep(50) -- busy: the next line waits in the buffer
+      conn:send("got ", line, "\n")
+    end
+  end,
+}
+]])
+    local c = quiet:connect()
+    H.send(c, "a\nb\n")
+    assert.are.equal("got a", H.line(c))
+    assert.are.equal("got b", H.line(c))
+    socket.sleep(0.6) -- twice the frame timeout with nothing pending
+    H.send(c, "c\n")
+    assert.are.equal("got c", H.line(c))
+  end)
 end)

@@ -669,6 +669,9 @@ int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
       return 3;
     }
     consume(c, fr.consumed);
+    /* As the read path does: the frame timeout runs only while a frame is
+     * pending, from when the next one began (here: now). */
+    c->frame_start = input_len(c) ? uv_now(c->srv->loop) : 0;
     return 1;
   }
   if (r < 0) {

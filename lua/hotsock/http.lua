@@ -21,7 +21,7 @@
 --     rd:push(msg)      give it the message that framing produced;
 --                       returns a piece of body (maybe "") or nil, err
 --     rd.done           true once the body is complete (then go back to
---                       "line" framing for the next request head)
+--                       the framing that reads request heads)
 --     rd:feed(bytes)    the same reader over a raw byte stream: returns a
 --                       list of body pieces, or nil, err; rd.done as above
 --                       and rd:rest() the bytes after the body
