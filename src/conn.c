@@ -287,6 +287,9 @@ void hs_conn_dispatch(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   lua_State *L = srv->L;
   int delivered = 0;
+  /* Event style: on_message and the conn are looked up once per dispatch
+   * and kept at top + 1 and top + 2 for all the messages of this read. */
+  int top = lua_gettop(L), handler = -1; /* -1: not looked up yet */
   if (c->flags & HS_CONN_DISPATCHING) return;
   c->flags |= HS_CONN_DISPATCHING;
   if (c->pipe_to) {
@@ -332,11 +335,20 @@ void hs_conn_dispatch(hs_conn_t *c) {
       consume(c, fr.consumed);
       hs_conn_resume_waiter(c, 1);
     } else {
-      if (!hs_conn_handler(c, "on_message")) {
+      if (handler < 0) {
+        if (!lua_checkstack(L, 8)) {
+          hs_conn_abort(c, "out of memory");
+          break;
+        }
+        handler = hs_conn_handler(c, "on_message");
+        if (handler) hs_lconn_push(srv, c);
+      }
+      if (!handler) {
         consume(c, fr.consumed);
         continue;
       }
-      hs_lconn_push(srv, c);
+      lua_pushvalue(L, top + 1);
+      lua_pushvalue(L, top + 2);
       if (push_frame(c, L, f, p, &fr) != 0) {
         lua_pop(L, 2);
         break;
@@ -345,6 +357,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
       hs_script_call(srv, c, 2, "on_message");
     }
   }
+  lua_settop(L, top);
   c->flags &= ~HS_CONN_DISPATCHING;
   /* Event style ends the connection at EOF once every complete frame was
    * delivered and its output is flushed; a coroutine decides for itself
