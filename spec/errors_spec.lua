@@ -141,6 +141,28 @@ describe("errors in handlers", function()
     assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
   end)
 
+  it("a module with a strict __index (raising on missing names) loads, serves and reloads", function()
+    local src = [[
+local M = {
+  framing = "line",
+  on_message = function(conn, line) conn:send("strict ", line, "\n") end,
+}
+return setmetatable(M, { __index = function(_, k) error("no field " .. tostring(k)) end })
+]]
+    local srv = H.start(src)
+    local c = srv:connect()
+    assert.are.equal("strict a", ask(c, "a"))
+    -- on_frame_error, on_drain... are looked up raw: absent, not an error
+    H.send(c, ("x"):rep(70000))
+    local err = H.read_to_close(c)
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    srv:signal("HUP")
+    srv:expect_log("reloaded")
+    c = srv:connect()
+    assert.are.equal("strict b", ask(c, "b"))
+    assert.is_nil(srv:stderr():find("no field", 1, true))
+  end)
+
   it("an error in a timer is logged with a traceback and an every timer keeps running", function()
     local srv = H.start([[
 local hs = require "hotsock"

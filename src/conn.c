@@ -69,7 +69,8 @@ int hs_conn_handler(hs_conn_t *c, const char *name) {
   if (c->handlers_ref == LUA_NOREF) return 0;
   lua_State *L = srv->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->handlers_ref);
-  if (lua_getfield(L, -1, name) == LUA_TFUNCTION) {
+  lua_pushstring(L, name); /* raw, as the module's handlers (script.c) */
+  if (lua_rawget(L, -2) == LUA_TFUNCTION) {
     lua_remove(L, -2);
     return 1;
   }

@@ -40,6 +40,16 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return p;
 }
 
+/* t[k] without metamethods. The module and the tables in it are read raw:
+ * no script code runs while C looks up a handler or a setting, so a module
+ * with a strict __index (one that raises on a missing name) cannot throw
+ * outside a protected call. Returns the type pushed. */
+static int rawfield(lua_State *L, int idx, const char *k) {
+  idx = lua_absindex(L, idx);
+  lua_pushstring(L, k);
+  return lua_rawget(L, idx);
+}
+
 /* The budget's clock, in ns. Coarse (the kernel's tick, a few ms): it is
  * read at the start of every handler call, and a precise clock read there
  * cost a few percent of a small handler; a budget is tens of ms. */
@@ -118,7 +128,7 @@ static int msgh(lua_State *L) {
 int hs_script_get_handler(hs_server_t *srv, const char *name) {
   lua_State *L = srv->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
-  if (lua_getfield(L, -1, name) == LUA_TFUNCTION) {
+  if (rawfield(L, -1, name) == LUA_TFUNCTION) {
     lua_remove(L, -2);
     return 1;
   }
@@ -303,7 +313,7 @@ int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     return -1;
   }
   int found = 0, bad = 0;
-  if (lua_getfield(L, idx, "delimiter") != LUA_TNIL) {
+  if (rawfield(L, idx, "delimiter") != LUA_TNIL) {
     size_t len;
     const char *d = lua_tolstring(L, -1, &len);
     found++;
@@ -313,7 +323,7 @@ int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     }
   }
   lua_pop(L, 1);
-  if (!bad && lua_getfield(L, idx, "length") != LUA_TNIL) {
+  if (!bad && rawfield(L, idx, "length") != LUA_TNIL) {
     const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     found++;
     if (!k || hs_framer_length(f, k) != 0) {
@@ -323,7 +333,7 @@ int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     }
   }
   lua_pop(L, 1);
-  if (!bad && lua_getfield(L, idx, "exact") != LUA_TNIL) {
+  if (!bad && rawfield(L, idx, "exact") != LUA_TNIL) {
     int isint;
     lua_Integer n = lua_tointegerx(L, -1, &isint);
     found++;
@@ -344,7 +354,7 @@ int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
 /* Read a positive integer field; 0 when absent, -1 with err when invalid. */
 static int get_size(lua_State *L, int idx, const char *name, size_t *out, int allow_zero,
                     char *err, size_t errlen) {
-  int t = lua_getfield(L, idx, name);
+  int t = rawfield(L, idx, name);
   int r = 0;
   if (t != LUA_TNIL) {
     int isint;
@@ -395,9 +405,9 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     }
     lua_pop(L, 1);
   }
-  int has_handle = lua_getfield(L, idx, "handle") == LUA_TFUNCTION;
-  int has_msg = lua_getfield(L, idx, "on_message") == LUA_TFUNCTION;
-  int has_conn = lua_getfield(L, idx, "on_connect") == LUA_TFUNCTION;
+  int has_handle = rawfield(L, idx, "handle") == LUA_TFUNCTION;
+  int has_msg = rawfield(L, idx, "on_message") == LUA_TFUNCTION;
+  int has_conn = rawfield(L, idx, "on_connect") == LUA_TFUNCTION;
   lua_pop(L, 3);
   if (!has_handle && !has_msg && !has_conn) {
     snprintf(err, errlen, "the module has no handler: give it handle(conn) "
@@ -408,7 +418,7 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     snprintf(err, errlen, "the module has both handle and on_message: pick one style");
     return err;
   }
-  if (lua_getfield(L, idx, "framing") != LUA_TNIL) {
+  if (rawfield(L, idx, "framing") != LUA_TNIL) {
     char ferr[200];
     if (hs_script_parse_framing(L, -1, f, ferr, sizeof ferr) != 0) {
       snprintf(err, errlen, "framing: %s", ferr);
@@ -443,7 +453,7 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
   int r = get_size(L, idx, "backlog", &v, 0, err, errlen);
   if (r < 0) return err;
   if (r > 0) lim->backlog = v > INT_MAX ? INT_MAX : (int)v;
-  int t = lua_getfield(L, idx, "timeouts");
+  int t = rawfield(L, idx, "timeouts");
   if (t == LUA_TTABLE) {
     const char *names[] = {"idle", "read", "write", "frame"};
     uint64_t *dst[] = {&lim->timeouts.idle, &lim->timeouts.read, &lim->timeouts.write,
@@ -474,7 +484,7 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     return err;
   }
   lua_pop(L, 1);
-  t = lua_getfield(L, idx, "reload");
+  t = rawfield(L, idx, "reload");
   if (t == LUA_TTABLE) {
     size_t n;
     if (get_size(L, -1, "rollback_errors", &n, 0, err, errlen) < 0 ||
@@ -488,7 +498,7 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     return err;
   }
   lua_pop(L, 1);
-  t = lua_getfield(L, idx, "listen");
+  t = rawfield(L, idx, "listen");
   if (t != LUA_TNIL && t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TTABLE) {
     snprintf(err, errlen, "listen must be an address, a port, or a list of them");
     lua_pop(L, 1);
@@ -607,7 +617,7 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
     return -1;
   }
   apply_cli(&srv->cli, &lim);
-  lua_getfield(L, -1, "handle");
+  rawfield(L, -1, "handle");
   srv->coro_style = lua_type(L, -1) == LUA_TFUNCTION;
   lua_pop(L, 1);
   if (srv->module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->module_ref);
@@ -625,7 +635,7 @@ int hs_script_listen_addrs(hs_server_t *srv, char ***addrs) {
   int top = lua_gettop(L);
   *addrs = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
-  int t = lua_getfield(L, -1, "listen");
+  int t = rawfield(L, -1, "listen");
   if (t == LUA_TNIL) {
     lua_settop(L, top);
     return 0;
@@ -653,7 +663,7 @@ int hs_script_listen_addrs(hs_server_t *srv, char ***addrs) {
 
 static void set_path(lua_State *L, const char *field, const char *prefix) {
   lua_getglobal(L, "package");
-  lua_getfield(L, -1, field);
+  rawfield(L, -1, field);
   lua_pushfstring(L, "%s;%s", prefix, lua_tostring(L, -1));
   lua_setfield(L, -3, field);
   lua_pop(L, 2);
@@ -851,9 +861,9 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   /* Probation: keep the old module until the window passes cleanly. */
   probation_end(srv);
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
-  if (lua_getfield(L, -1, "reload") == LUA_TTABLE) {
-    lua_getfield(L, -1, "rollback_errors");
-    lua_getfield(L, -2, "within");
+  if (rawfield(L, -1, "reload") == LUA_TTABLE) {
+    rawfield(L, -1, "rollback_errors");
+    rawfield(L, -2, "within");
     lua_Integer n = lua_tointeger(L, -2), within = lua_tointeger(L, -1);
     lua_pop(L, 2);
     if (n > 0) {
