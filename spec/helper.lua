@@ -99,9 +99,12 @@ end
 local function script_path(s, opts)
   if is_source(s, opts) then
     local p = H.write_script(s, opts and opts.script_name)
-    -- opts.files: more files to put next to the script ({name = text})
+    -- opts.files: more files to put next to the script ({name = text};
+    -- a name may have folders: "lib/util.lua")
     for name, text in pairs(opts and opts.files or {}) do
-      write_file(dirname(p) .. "/" .. name, text)
+      local path = dirname(p) .. "/" .. name
+      if name:find("/", 1, true) then os.execute("mkdir -p " .. q(dirname(path))) end
+      write_file(path, text)
     end
     return p
   end

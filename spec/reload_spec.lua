@@ -254,6 +254,31 @@ return {
     assert.are.equal("beta x", await(c, "x", "beta x"))
   end)
 
+  it("a change to a module in a subfolder (lib/x.lua, pkg/init.lua) reloads", function()
+    local srv = H.start([[
+local a = require "lib.words"
+local b = require "pkg"
+return {
+  framing = "line",
+  on_message = function(conn, line) conn:send(a, " ", b, " ", line, "\n") end,
+}
+]], { files = { ["lib/words.lua"] = "return 'alpha'\n", ["pkg/init.lua"] = "return 'one'\n",
+                ["lib/unused.lua"] = "return 0\n" } })
+    local dir = srv.script:gsub("/script%.lua$", "")
+    local c = srv:connect()
+    assert.are.equal("alpha one x", ask(c, "x"))
+    socket.sleep(0.1)
+    write(dir .. "/lib/words.lua", "return 'beta'\n")
+    assert.are.equal("beta one x", await(c, "x", "beta one x"))
+    write(dir .. "/pkg/init.lua", "return 'two'\n")
+    assert.are.equal("beta two x", await(c, "x", "beta two x"))
+    assert.are.equal(2, srv:count_log("reloaded (file change)", true))
+    -- a file the script did not load changes nothing
+    write(dir .. "/lib/unused.lua", "return 1\n")
+    socket.sleep(0.3)
+    assert.are.equal(2, srv:count_log("reloaded", true))
+  end)
+
   it("live coroutine handlers finish on the code they started with", function()
     local src = [[
 return {

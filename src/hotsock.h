@@ -231,6 +231,7 @@ int hs_server_signals(hs_server_t *srv);
 /* watch.c */
 int hs_watch_start(hs_server_t *srv);
 void hs_watch_stop(hs_server_t *srv);
+void hs_watch_refresh(hs_server_t *srv); /* after a load: watch module folders */
 void hs_server_mark_dirty(hs_server_t *srv, hs_conn_t *c);
 void hs_server_mark_pending(hs_server_t *srv, hs_conn_t *c);
 void hs_server_request_reload(hs_server_t *srv, const char *trigger);

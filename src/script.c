@@ -882,5 +882,6 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   srv->stats.generation++;
   hs_log(srv, HS_LOG_INFO, "reloaded (%s): generation %llu in %.1f ms", trigger,
          (unsigned long long)srv->stats.generation, ms);
+  hs_watch_refresh(srv);
   return 0;
 }
