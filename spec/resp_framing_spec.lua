@@ -113,6 +113,24 @@ describe('framing = "resp"', function()
     assert.are.equal("-ERR Protocol error: unbalanced quotes in request", H.line(c))
   end)
 
+  it("after on_frame_error the host drains what the client still sends, then closes cleanly", function()
+    local srv = start([[
+  on_frame_error = function(conn, why) conn:send("-ERR ", why, "\r\n") end,
+  max_frame = 64,]])
+    local c = srv:connect()
+    H.send(c, "*1\r\n$1000\r\n" .. ("x"):rep(500))
+    assert.are.equal("-ERR frame too large", H.line(c))
+    -- the rest of the oversized command, after the server answered: read
+    -- and dropped, not answered with a reset
+    H.sleep(0.1)
+    H.send(c, ("x"):rep(500) .. "\r\n")
+    c:shutdown("send")
+    local err, rest = H.read_to_close(c)
+    assert.are.equal("closed", err)
+    assert.are.equal("", rest)
+    srv:expect_log("@@ CLOSE %d+ frame too large\n")
+  end)
+
   it("in a handle coroutine, receive('resp') returns the next command's arguments", function()
     local srv = H.start([[
 return {

@@ -230,6 +230,36 @@ no_room:
   return -1;
 }
 
+#define LINGER_MS 2000
+
+/* Close after on_frame_error answered. Closing a socket whose input was not
+ * all read makes the kernel send a reset, which can destroy the answer on
+ * its way; so send what is queued and a FIN, then read and drop what the
+ * client still sends until it closes too, or LINGER_MS pass. */
+static void linger_close(hs_conn_t *c, const char *why) {
+  hs_server_t *srv = c->srv;
+  c->flags &= ~HS_CONN_PAUSED;
+  hs_conn_start_reading(c);
+  c->flags |= HS_CONN_CLOSING | HS_CONN_LINGER | HS_CONN_SHUTDOWN;
+  c->reason = why;
+  c->frame_start = 0;
+  c->linger_until = uv_now(srv->loop) + LINGER_MS;
+  consume(c, input_len(c));
+  hs_server_mark_dirty(srv, c);
+  hs_conn_timers_update(c);
+}
+
+/* Lingering: drop the input; at the peer's FIN, finish once the output is
+ * out (hs_conn_flush finishes a FLUSHING connection). */
+static void linger_input(hs_conn_t *c) {
+  consume(c, input_len(c));
+  if (!(c->flags & HS_CONN_EOF)) return;
+  if (hs_conn_buffered(c) == 0 && !c->writing && (c->flags & HS_CONN_FIN_SENT))
+    finish(c, 0);
+  else
+    c->flags |= HS_CONN_FLUSHING;
+}
+
 static void frame_error(hs_conn_t *c, int r, const char *detail) {
   hs_server_t *srv = c->srv;
   const char *why = r == HS_FRAME_TOOBIG ? "frame too large"
@@ -248,7 +278,7 @@ static void frame_error(hs_conn_t *c, int r, const char *detail) {
     hs_lconn_push(srv, c);
     lua_pushstring(srv->L, why);
     hs_script_call(srv, c, 2, "on_frame_error");
-    if (hs_conn_is_open(c)) hs_conn_close(c, why);
+    if (hs_conn_is_open(c)) linger_close(c, why);
     return;
   }
   hs_conn_abort(c, why);
@@ -291,6 +321,10 @@ void hs_conn_dispatch(hs_conn_t *c) {
   /* Event style: on_message and the conn are looked up once per dispatch
    * and kept at top + 1 and top + 2 for all the messages of this read. */
   int top = lua_gettop(L), handler = -1; /* -1: not looked up yet */
+  if (c->flags & HS_CONN_LINGER) {
+    linger_input(c);
+    return;
+  }
   if (c->flags & HS_CONN_DISPATCHING) return;
   c->flags |= HS_CONN_DISPATCHING;
   if (c->pipe_to) {
@@ -576,8 +610,10 @@ static uint64_t deadline_of(const hs_conn_t *c, const char **which) {
   uint64_t act = c->last_read > c->last_write ? c->last_read : c->last_write;
   int reading = !(c->flags & (HS_CONN_EOF | HS_CONN_PAUSED));
   if (c->flags & HS_CONN_CLOSING) {
-    /* Only the output still draining can time out now. */
+    /* Only the output still draining, or a linger, can time out now. */
     if (c->to.write && hs_conn_buffered(c) > 0) best = c->last_write + c->to.write, w = "write";
+    if ((c->flags & HS_CONN_LINGER) && (best == 0 || c->linger_until < best))
+      best = c->linger_until, w = "linger";
     if (which) *which = w;
     return best;
   }
@@ -615,6 +651,10 @@ static void timer_cb(uv_timer_t *t) {
   if (due == 0) return;
   if (due > now) {
     uv_timer_start(&c->timer, timer_cb, due - now, 0);
+    return;
+  }
+  if (strcmp(which, "linger") == 0) {
+    hs_conn_abort(c, c->reason); /* the peer kept sending, or never closed */
     return;
   }
   if (strcmp(which, "connect") == 0) {

@@ -96,7 +96,9 @@ enum {
   HS_CONN_FINISHED = 1 << 13, /* on_close done, Lua box cleared */
   HS_CONN_OUTBOUND = 1 << 14, /* made by hs.connect */
   HS_CONN_CONNECTING = 1 << 15, /* hs.connect still under way */
-  HS_CONN_HELD = 1 << 16      /* not reading: the pipe target is above high_water */
+  HS_CONN_HELD = 1 << 16,     /* not reading: the pipe target is above high_water */
+  HS_CONN_LINGER = 1 << 17    /* closing: FIN sent after output, input dropped until
+                                 the peer's FIN or linger_until */
 };
 
 /* One client. C owns this memory and frees it only in the close callback;
@@ -137,6 +139,7 @@ struct hs_conn {
   uint64_t last_read;       /* uv_now of the last byte read */
   uint64_t last_write;      /* uv_now of the last write progress */
   uint64_t frame_start;     /* uv_now when the pending frame's first byte came; 0 none */
+  uint64_t linger_until;    /* HS_CONN_LINGER: when to give up waiting for the peer */
   uint64_t sleep_until;     /* uv_now when hs.sleep ends */
   int co_running;           /* the coroutine is running now (inside lua_resume) */
   const char *reason;       /* why it closes (static string or reason_buf) */
