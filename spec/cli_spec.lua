@@ -34,6 +34,30 @@ describe("the hotsock command line", function()
     end
   end)
 
+  it("an installed hotsock finds its helper modules from a script in any folder", function()
+    local builddir = H.bin:match("^(.*)/[^/]*$")
+    if not builddir or not io.open(builddir .. "/CMakeCache.txt") then
+      pending("HOTSOCK_BIN is not in a CMake build tree")
+      return
+    end
+    local prefix = H.write_script("", "unused"):match("^(.*)/[^/]*$") .. "/prefix"
+    local ok = os.execute("cmake --install " .. H.quote(builddir) .. " --prefix " ..
+      H.quote(prefix) .. " >/dev/null 2>&1")
+    assert.is_true(ok == true, "cmake --install failed")
+    local script = H.write_script([[
+local resp = require "hotsock.resp"
+local http = require "hotsock.http"
+assert(resp.bulk("hi") == "$2\r\nhi\r\n")
+assert(http.parse_head("GET / HTTP/1.1\r\nHost: x").headers.host == "x")
+return { on_message = function() end }
+]], "elsewhere.lua")
+    local saved = H.bin
+    H.bin = prefix .. "/bin/hotsock"
+    local rc, out, err = H.run({ "--check", script })
+    H.bin = saved
+    assert.are.equal(0, rc, out .. err)
+  end)
+
   it("exits 2 with a message on an unknown option", function()
     local script = H.write_script(GOOD)
     local rc, _, err = H.run({ "--no-such-option", script }, { timeout = 5 })
