@@ -163,6 +163,17 @@ return setmetatable(M, { __index = function(_, k) error("no field " .. tostring(
     assert.is_nil(srv:stderr():find("no field", 1, true))
   end)
 
+  it("a listen list with a raising __len is read raw, not called", function()
+    local script = H.write_script([[
+return {
+  listen = setmetatable({ "127.0.0.1:0" }, { __len = function() error("strict") end }),
+  on_message = function() end,
+}
+]])
+    local rc, out, err = H.run({ "--check", script })
+    assert.are.equal(0, rc, out .. err)
+  end)
+
   it("an error in a timer is logged with a traceback and an every timer keeps running", function()
     local srv = H.start([[
 local hs = require "hotsock"

@@ -381,13 +381,25 @@ return {
   end)
 
   it("--timeout refuses an unknown name or a bad number", function()
-    for _, bad in ipairs({ "slow=1", "idle", "idle=", "idle=-5", "idle=5x", "idle=1,,frame=2" }) do
+    for _, bad in ipairs({ "slow=1", "idle", "idle=", "idle=-5", "idle= -5", "idle=5x",
+                           "idle=1,,frame=2", "idle=18446744073709551000", "idle=315360000001" }) do
       local rc, _, err = H.run({ "--timeout", bad, H.root .. "/examples/echo.lua" })
       assert.are.equal(2, rc, bad)
       assert.truthy(err:find("--timeout takes NAME=MS", 1, true), err)
     end
     local rc = H.run({ "--check", "--timeout", "idle=5,read=0,write=10,frame=20", H.root .. "/examples/echo.lua" })
     assert.are.equal(0, rc)
+    -- the same bound for the other times, on the command line and in the module
+    for _, args in ipairs({ { "--handler-budget", "315360000001" }, { "--drain-timeout", " 5" },
+                            { "--max-frame", " -5" } }) do
+      rc = H.run({ args[1], args[2], H.root .. "/examples/echo.lua" })
+      assert.are.equal(2, rc, table.concat(args, " "))
+    end
+    local script = H.write_script([[return { on_message = function() end, timeouts = { idle = 315360000001 } }]])
+    local err
+    rc, _, err = H.run({ "--check", script })
+    assert.are.equal(2, rc) -- --check: a bad script exits 2
+    assert.truthy(err:find("timeouts.idle must be at most", 1, true), err)
   end)
 
   it("--max-lua-memory wins over the module", function()

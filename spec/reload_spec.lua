@@ -419,6 +419,7 @@ return {
     { "a top-level infinite loop", "local n = 0\nwhile true do n = n + 1 end\nreturn {}\n", "script.lua:2" },
     { "an error in on_reload", "return {\n  framing = 'line',\n  on_message = function(c, m) c:send('bad\\n') end,\n  on_reload = function(old)\n    error('cannot carry ' .. tostring(old.version))\n  end,\n}\n", "script.lua:5" },
     { "an endless on_reload", "return {\n  framing = 'line',\n  on_message = function(c, m) c:send('bad\\n') end,\n  on_reload = function(old)\n    while true do end\n  end,\n}\n", "script.lua:5" },
+    { "an endless on_reload caught by a tail-call pcall", "return {\n  framing = 'line',\n  on_message = function(c, m) c:send('bad\\n') end,\n  on_reload = function(old)\n    return pcall(function() while true do end end)\n  end,\n}\n", "on_reload took longer than 500 ms" },
     { "an invalid module", "return {\n  handle = function(c) end,\n  on_message = function(c, m) end,\n}\n", "script.lua" },
   }
   for _, b in ipairs(broken) do

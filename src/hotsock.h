@@ -22,6 +22,9 @@ typedef struct hs_conn hs_conn_t;
 
 /* Timeouts in ms; 0 turns one off. HS_UNSET: not given on the command line. */
 #define HS_UNSET UINT64_MAX
+/* The longest time setting accepted (ms; ten years): deadlines are sums of
+ * a clock and a setting, which must not wrap. */
+#define HS_MAX_MS 315360000000ull
 typedef struct hs_timeouts {
   uint64_t idle;  /* nothing read or written */
   uint64_t read;  /* nothing read */

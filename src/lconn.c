@@ -145,8 +145,9 @@ static int conn_settimeouts(lua_State *L) {
     if (lua_getfield(L, 2, names[i]) != LUA_TNIL) {
       int isnum;
       lua_Number v = lua_tonumberx(L, -1, &isnum);
-      if (!isnum || v < 0)
-        return luaL_error(L, "settimeouts: %s must be a number of ms >= 0", names[i]);
+      if (!isnum || !(v >= 0 && v <= (lua_Number)HS_MAX_MS))
+        return luaL_error(L, "settimeouts: %s must be a number of ms from 0 to %llu",
+                          names[i], HS_MAX_MS);
       *dst[i] = (uint64_t)v;
     }
     lua_pop(L, 1);

@@ -65,11 +65,21 @@ static int parse_size(const char *opt, const char *s, size_t *out) {
   char *end;
   errno = 0;
   unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || v == 0 || s[0] == '-') {
+  if (errno || end == s || *end || v == 0 || s[0] < '0' || s[0] > '9') {
     fprintf(stderr, "hotsock: %s needs a positive integer, not \"%s\"\n", opt, s);
     return -1;
   }
   *out = (size_t)v;
+  return 0;
+}
+
+/* A time in ms for an option: positive and at most HS_MAX_MS. */
+static int parse_ms(const char *opt, const char *s, size_t *out) {
+  if (parse_size(opt, s, out)) return -1;
+  if (*out > HS_MAX_MS) {
+    fprintf(stderr, "hotsock: %s is at most %llu ms\n", opt, HS_MAX_MS);
+    return -1;
+  }
   return 0;
 }
 
@@ -84,12 +94,13 @@ static int parse_timeouts(const char *arg, hs_timeouts_t *to) {
     for (int i = 0; eq && eq < comma && i < 4; i++)
       if ((size_t)(eq - p) == strlen(names[i]) && strncmp(p, names[i], (size_t)(eq - p)) == 0)
         slot = i == 0 ? &to->idle : i == 1 ? &to->read : i == 2 ? &to->write : &to->frame;
-    char *end;
+    char *end = NULL;
     errno = 0;
-    unsigned long long v = slot ? strtoull(eq + 1, &end, 10) : 0;
-    if (!slot || errno || end == eq + 1 || end != comma || eq[1] == '-') {
+    int digit = slot && eq[1] >= '0' && eq[1] <= '9'; /* strtoull skips spaces, takes '-' */
+    unsigned long long v = digit ? strtoull(eq + 1, &end, 10) : 0;
+    if (!digit || errno || end != comma || v > HS_MAX_MS) {
       fprintf(stderr, "hotsock: --timeout takes NAME=MS with NAME idle, read, write or "
-                      "frame, not \"%s\"\n", arg);
+                      "frame and MS at most %llu, not \"%s\"\n", HS_MAX_MS, arg);
       return -1;
     }
     *slot = v;
@@ -156,11 +167,11 @@ int main(int argc, char **argv) {
       srv.cli.backlog = v > INT_MAX ? INT_MAX : (int)v;
       break;
     case OPT_DRAIN:
-      if (parse_size("--drain-timeout", optarg, &v)) return 2;
+      if (parse_ms("--drain-timeout", optarg, &v)) return 2;
       srv.cli.drain_timeout = v;
       break;
     case OPT_BUDGET:
-      if (parse_size("--handler-budget", optarg, &v)) return 2;
+      if (parse_ms("--handler-budget", optarg, &v)) return 2;
       srv.cli.handler_budget = v;
       break;
     case OPT_LUA_MEM:

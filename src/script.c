@@ -62,6 +62,23 @@ static uint64_t budget_clock(void) {
   return uv_hrtime();
 }
 
+/* One tick of budget_clock in ns. A call that starts late in a tick reads
+ * the tick's start, so its deadline is a tick later than the budget alone:
+ * a stop may come up to two ticks late, never early. */
+static uint64_t budget_tick(void) {
+  static uint64_t tick;
+  if (!tick) {
+    tick = 1;
+#ifdef CLOCK_MONOTONIC_COARSE
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0 &&
+        clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+      tick = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#endif
+  }
+  return tick;
+}
+
 /* Count hook: once the deadline passes, every instruction raises, so a pcall
  * in the script cannot swallow the stop: its caller's next instruction raises
  * again, all the way out. The spin may be in a coroutine the handler made
@@ -95,7 +112,7 @@ void hs_script_budget_start(hs_server_t *srv, uint64_t ms) {
   if (srv->budget_depth++ > 0) return;
   srv->budget_ms = ms;
   srv->budget_tripped = 0;
-  srv->budget_deadline = ms ? budget_clock() + ms * 1000000u : UINT64_MAX;
+  srv->budget_deadline = ms ? budget_clock() + budget_tick() + ms * 1000000u : UINT64_MAX;
 }
 
 /* End a budgeted call; returns 1 when its budget ran out. */
@@ -450,6 +467,11 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
       else *sizes[i].dst64 = v;
     }
   }
+  if (lim->handler_budget > HS_MAX_MS || lim->drain_timeout > HS_MAX_MS) {
+    snprintf(err, errlen, "%s must be at most %llu ms",
+             lim->handler_budget > HS_MAX_MS ? "handler_budget" : "drain_timeout", HS_MAX_MS);
+    return err;
+  }
   int r = get_size(L, idx, "backlog", &v, 0, err, errlen);
   if (r < 0) return err;
   if (r > 0) lim->backlog = v > INT_MAX ? INT_MAX : (int)v;
@@ -461,6 +483,11 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     for (int i = 0; i < 4; i++) {
       r = get_size(L, -1, names[i], &v, 1, err, errlen);
       if (r < 0) {
+        lua_pop(L, 1);
+        return err;
+      }
+      if (r > 0 && v > HS_MAX_MS) {
+        snprintf(err, errlen, "timeouts.%s must be at most %llu ms", names[i], HS_MAX_MS);
         lua_pop(L, 1);
         return err;
       }
@@ -594,6 +621,11 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   hs_script_budget_start(srv, srv->load_budget);
   st = lua_pcall(L, srv->argc, 1, base);
   int tripped = hs_script_budget_stop(srv);
+  if (st == LUA_OK && tripped) { /* a chunk that ends in `return pcall(spin)` */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    st = LUA_ERRRUN;
+  }
   if (st != LUA_OK) {
     if (tripped) {
       char at[256];
@@ -646,7 +678,7 @@ int hs_script_listen_addrs(hs_server_t *srv, char ***addrs) {
     lua_rawseti(L, -2, 1); /* {listen} */
   }
   int tab = lua_gettop(L);
-  int count = (int)luaL_len(L, tab);
+  int count = (int)lua_rawlen(L, tab); /* raw, as every module field */
   char **list = calloc((size_t)count + 1, sizeof *list);
   for (int i = 0; list && i < count; i++) {
     lua_rawgeti(L, tab, i + 1);
@@ -804,6 +836,10 @@ static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errle
   hs_script_budget_start(srv, srv->load_budget);
   int st = lua_pcall(L, 1, 0, top + 1);
   int tripped = hs_script_budget_stop(srv);
+  if (st == LUA_OK && tripped) { /* `return pcall(spin)`: over time all the same */
+    lua_pushnil(L);
+    st = LUA_ERRRUN;
+  }
   if (st != LUA_OK) {
     if (tripped) {
       char at[256];
