@@ -36,6 +36,10 @@ local M = {
     elseif line == "unhook" then
       local ok, err = pcall(debug.sethook)
       conn:send("sethook ", tostring(ok), " ", tostring(err):match("not available") or tostring(err), "\n")
+    elseif line == "mt" then
+      local ok, err = pcall(debug.getmetatable(conn).__index, 42, "id")
+      local ok2 = pcall(debug.getmetatable(conn).__newindex, io.stdout, "x", 1)
+      conn:send("mt ", tostring(ok), " ", tostring(ok2), " ", tostring(err):match("hotsock.conn expected") or tostring(err), "\n")
     elseif line == "stats" then
       local s = hs.stats()
       conn:send("errors ", tostring(s.handler_errors), " timeouts ", tostring(s.handler_timeouts), "\n")
@@ -130,6 +134,13 @@ describe("errors in handlers", function()
     srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
     local st = ask(neighbour, "stats")
     assert.truthy(st:match(" timeouts 1$"), "handler_timeouts not counted: " .. st)
+  end)
+
+  it("the conn metatable's functions called on something else raise, not crash", function()
+    local srv = H.start(script())
+    local c = open(srv)
+    assert.are.equal("mt false false hotsock.conn expected", ask(c, "mt"))
+    assert.are.equal("pong 1", ask(c, "1"))
   end)
 
   it("a script cannot remove the budget hook with debug.sethook", function()

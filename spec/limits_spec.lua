@@ -417,3 +417,62 @@ return {
       "outbuf_disconnects=0 timeouts=0", stats_line(keep))
   end)
 end)
+
+describe("the Lua heap cap between calls", function()
+  after_each(H.cleanup)
+
+  it("a heap filled to max_lua_memory does not end the process on a frame error or a close", function()
+    local srv = H.start([[
+local t, n = {}, 0
+for i = 1, 60000 do t[i] = false end -- slots: storing into them allocates nothing
+local function fill(size)
+  while n < #t do
+    local ok, s = pcall(string.rep, "x", size)
+    if not ok then return end
+    n = n + 1
+    t[n] = s
+  end
+end
+local k, last = 0, nil
+local function fill_short()
+  while n < #t do
+    k = k + 1
+    local ok, s = pcall(string.format, "%d", k)
+    if not ok then return end
+    n = n + 1
+    t[n] = s
+  end
+end
+return {
+  framing = "resp",
+  max_lua_memory = 4 * 1024 * 1024,
+  on_message = function(conn, cmd)
+    last = cmd -- kept: an emergency collection must not find garbage to free
+    if cmd[1] == "FILL" then
+      conn:send("+filling\r\n")
+      for _, size in ipairs({ 65536, 4096, 256, 64, 41 }) do fill(size) end
+      collectgarbage()
+      fill(41); fill_short(); collectgarbage(); fill_short()
+    elseif cmd[1] == "PING" then
+      conn:send("+PONG\r\n")
+    end
+  end,
+  on_frame_error = function(conn, why) conn:send("-ERR ", why, "\r\n") end,
+}
+]])
+    local c = srv:connect()
+    H.send(c, "FILL\r\n")
+    assert.are.equal("+filling", H.line(c))
+    H.send(c, '"unbalanced\r\n')          -- frame_error at the cap
+    H.line(c)                               -- an answer, or the close
+    local other = srv:connect()             -- a new connection's box at the cap
+    other:close()                           -- and its close
+    H.sleep(0.2)
+    assert.is_false(srv:exited(), srv:stderr())
+    local d = srv:connect()
+    H.send(d, "PING\r\n")
+    H.line(d) -- PONG, or closed for want of room
+    H.sleep(0.1)
+    assert.is_false(srv:exited(), srv:stderr())
+  end)
+end)

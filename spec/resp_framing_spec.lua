@@ -131,6 +131,26 @@ describe('framing = "resp"', function()
     srv:expect_log("@@ CLOSE %d+ frame too large\n")
   end)
 
+  it("a lingering close still sends all queued output to a slow reader", function()
+    local srv = H.start([[
+return {
+  framing = "resp",
+  max_outbuf = 64 * 1024 * 1024,
+  on_message = function(conn, argv) conn:send(("v"):rep(32 * 1024 * 1024), "\r\n") end,
+  on_frame_error = function(conn, why) conn:send("-ERR ", why, "\r\n") end,
+}
+]])
+    local c = srv:connect()
+    H.send(c, 'GET k\r\n"bad\r\n')
+    H.sleep(3) -- longer than the 2 s linger, reading nothing
+    c:settimeout(10)
+    local all, err, partial = c:receive("*a")
+    local got = all or partial
+    assert.are.equal(32 * 1024 * 1024 + 2, (got:find("-ERR", 1, true) or 0) - 1)
+    assert.truthy(got:find("\r\n%-ERR Protocol error: unbalanced quotes in request\r\n$"))
+    assert.are.equal(nil, err)
+  end)
+
   it("in a handle coroutine, receive('resp') returns the next command's arguments", function()
     local srv = H.start([[
 return {

@@ -551,6 +551,7 @@ void hs_conn_flush(hs_conn_t *c) {
       finish(c, 0);
       return;
     }
+    if (c->flags & HS_CONN_LINGER) hs_conn_timers_update(c); /* the linger starts now */
   }
   on_drain_check(c);
 }
@@ -612,8 +613,13 @@ static uint64_t deadline_of(const hs_conn_t *c, const char **which) {
   if (c->flags & HS_CONN_CLOSING) {
     /* Only the output still draining, or a linger, can time out now. */
     if (c->to.write && hs_conn_buffered(c) > 0) best = c->last_write + c->to.write, w = "write";
-    if ((c->flags & HS_CONN_LINGER) && (best == 0 || c->linger_until < best))
-      best = c->linger_until, w = "linger";
+    /* The linger runs from when the last output left, so a slow reader
+     * still gets all of it (the write timeout bounds that). */
+    if ((c->flags & HS_CONN_LINGER) && hs_conn_buffered(c) == 0) {
+      uint64_t at = c->last_write + LINGER_MS;
+      if (at < c->linger_until) at = c->linger_until;
+      if (best == 0 || at < best) best = at, w = "linger";
+    }
     if (which) *which = w;
     return best;
   }

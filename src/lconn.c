@@ -233,9 +233,20 @@ static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   return 1;
 }
 
+/* The box at index 1, or NULL when it is not a conn: __index and __newindex
+ * can be called by hand (debug.getmetatable(conn).__index(42, "id")). Upvalue
+ * 3 is the conn metatable. */
+static hs_lbox_t *self_box(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TUSERDATA || !lua_getmetatable(L, 1)) return NULL;
+  int same = lua_rawequal(L, -1, lua_upvalueindex(3));
+  lua_pop(L, 1);
+  return same ? lua_touserdata(L, 1) : NULL;
+}
+
 /* conn.key: a method, a read-only field, or the script's own state. */
 static int conn_index(lua_State *L) {
-  hs_lbox_t *b = lua_touserdata(L, 1);
+  hs_lbox_t *b = self_box(L);
+  if (!b) return luaL_typeerror(L, 1, CONN_MT);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* methods[key] */
   lua_pushvalue(L, 2);
@@ -248,6 +259,7 @@ static int conn_index(lua_State *L) {
 }
 
 static int conn_newindex(lua_State *L) {
+  if (!self_box(L)) return luaL_typeerror(L, 1, CONN_MT);
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *k = lua_tostring(L, 2);
     lua_pushvalue(L, 2);
@@ -296,9 +308,11 @@ void hs_lconn_open(lua_State *L) {
   }
   lua_pushvalue(L, -2);
   lua_pushvalue(L, -2);
-  lua_pushcclosure(L, conn_index, 2);
+  lua_pushvalue(L, -5);
+  lua_pushcclosure(L, conn_index, 3); /* methods, fields, metatable */
   lua_setfield(L, -4, "__index");
-  lua_pushcclosure(L, conn_newindex, 2);
+  lua_pushvalue(L, -3);
+  lua_pushcclosure(L, conn_newindex, 3);
   lua_setfield(L, -2, "__newindex");
   lua_pushcfunction(L, conn_tostring);
   lua_setfield(L, -2, "__tostring");

@@ -31,7 +31,11 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     srv->lua_mem -= old;
     return NULL;
   }
-  if (nsize > old && srv->limits.max_lua_memory &&
+  /* The cap holds while script code runs (inside a budgeted, protected
+   * call), where a refusal is a catchable error. Between calls the host's
+   * own small pushes (a handler's name, a close reason, a new connection's
+   * box) may pass it: refused there, they would end the process. */
+  if (nsize > old && srv->limits.max_lua_memory && srv->budget_depth > 0 &&
       srv->lua_mem + (nsize - old) > srv->limits.max_lua_memory)
     return NULL;
   void *p = realloc(ptr, nsize);
