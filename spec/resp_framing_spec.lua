@@ -170,6 +170,45 @@ return {
     assert.are.equal("+E", H.line(c))
   end)
 
+  it("in a handle coroutine, a protocol error reaches receive however the bytes are split", function()
+    local srv = H.start([[
+return {
+  framing = "resp",
+  handle = function(conn)
+    while true do
+      local argv, err = conn:receive("resp")
+      if not argv then
+        conn:send("-ERR ", err, "\r\n")
+        assert(conn:receive("resp") == nil) -- and at every later call
+        return
+      end
+      conn:send("+", argv[1], "\r\n")
+    end
+  end,
+  on_close = function(conn, reason) io.stderr:write("@@ CLOSE ", conn.id, " ", reason, "\n") end,
+}
+]])
+    for _, split in ipairs({ false, true }) do
+      local c = srv:connect()
+      if split then
+        H.send(c, "PING\r\n")
+        assert.are.equal("+PING", H.line(c))
+        H.send(c, '"unbalanced\r\n')
+      else
+        H.send(c, 'PING\r\n"unbalanced\r\n') -- the bad bytes already buffered
+        assert.are.equal("+PING", H.line(c))
+      end
+      assert.are.equal("-ERR Protocol error: unbalanced quotes in request", H.line(c))
+      local err, rest = H.read_to_close(c)
+      assert.are.equal("closed", err)
+      assert.are.equal("", rest)
+      c:close() -- the server lingers until it sees this
+    end
+    assert.truthy(H.wait_until(function()
+      return srv:count_log("@@ CLOSE %d+ Protocol error: unbalanced quotes in request\n") == 2
+    end, 3), srv:stderr())
+  end)
+
   it("closes a client whose command would not fit in the Lua heap, and lives on", function()
     local srv = start("max_lua_memory = 8 * 1024 * 1024, max_frame = 16 * 1024 * 1024, max_inbuf = 16 * 1024 * 1024,")
     local good, big = srv:connect(), srv:connect()

@@ -269,12 +269,22 @@ static void frame_error(hs_conn_t *c, int r, const char *detail) {
   hs_log_conn(srv, c, HS_LOG_WARN, "%s (framing %s, max_frame %zu); closing", why,
               hs_framer_name((c->flags & HS_CONN_CORO) ? &c->want : &c->framer),
               c->max_frame);
-  if ((c->flags & HS_CONN_CORO) && c->wait == HS_WAIT_READ) wake_reader(c, why);
+  if (c->flags & HS_CONN_CORO) {
+    /* The coroutine hears of it from receive, now or at its next call (and
+     * every call after); what it sends before it returns still goes out,
+     * then the connection closes lingering (hs_conn_close). */
+    c->input_error = why;
+    c->frame_start = 0;
+    stop_reading(c);
+    if (c->wait == HS_WAIT_READ) wake_reader(c, why); /* the bad bytes are its partial */
+    if (hs_conn_is_open(c)) consume(c, input_len(c));
+    return;
+  }
   if (!hs_conn_is_open(c)) return;
   /* on_frame_error may answer (a "-ERR Protocol error", a 431); what it and
    * earlier handlers queued is then sent before the connection closes.
    * Without it the connection is reset at once. */
-  if (!(c->flags & HS_CONN_CORO) && hs_conn_handler(c, "on_frame_error")) {
+  if (hs_conn_handler(c, "on_frame_error")) {
     hs_lconn_push(srv, c);
     lua_pushstring(srv->L, why);
     hs_script_call(srv, c, 2, "on_frame_error");
@@ -713,6 +723,12 @@ int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
   hs_scan_t scan = {0, 0};
   int eof = (c->flags & HS_CONN_EOF) != 0;
   int r;
+  if (c->input_error) { /* a frame error ended the input */
+    lua_pushnil(co);
+    lua_pushstring(co, c->input_error);
+    lua_pushliteral(co, "");
+    return 3;
+  }
   for (;;) {
     input(c, &p, &n);
     r = hs_frame_next(f, p, n, c->max_frame, eof, &scan, &fr);
@@ -938,6 +954,10 @@ static void finish(hs_conn_t *c, int reset) {
 /* Close after queued output is flushed. Input is no longer read. */
 void hs_conn_close(hs_conn_t *c, const char *reason) {
   if (c->flags & HS_CONN_CLOSING) return;
+  if (c->input_error && !(c->flags & HS_CONN_FINISHED)) {
+    linger_close(c, c->input_error); /* input is left unread: see frame_error */
+    return;
+  }
   c->flags |= HS_CONN_CLOSING | HS_CONN_FLUSHING;
   c->reason = reason;
   stop_reading(c);

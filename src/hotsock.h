@@ -143,6 +143,7 @@ struct hs_conn {
   uint64_t last_write;      /* uv_now of the last write progress */
   uint64_t frame_start;     /* uv_now when the pending frame's first byte came; 0 none */
   uint64_t linger_until;    /* HS_CONN_LINGER: when to give up waiting for the peer */
+  const char *input_error;  /* coroutine style: a frame error ended the input */
   uint64_t sleep_until;     /* uv_now when hs.sleep ends */
   int co_running;           /* the coroutine is running now (inside lua_resume) */
   const char *reason;       /* why it closes (static string or reason_buf) */
