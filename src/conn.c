@@ -10,7 +10,6 @@
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void finish(hs_conn_t *c, int reset);
-static void timer_cb(uv_timer_t *t);
 
 hs_conn_t *hs_conn_new(hs_server_t *srv, hs_listener_t *l) {
   hs_conn_t *c = calloc(1, sizeof *c);
@@ -164,78 +163,15 @@ static void push_fail(hs_conn_t *c, lua_State *co, const char *err) {
 }
 
 /* Resume a coroutine waiting in receive with nil, err, partial. */
-static void wake_reader(hs_conn_t *c, const char *err) {
+void hs_conn_wake_reader(hs_conn_t *c, const char *err) {
   push_fail(c, waiter(c)->co, err);
   hs_conn_resume_waiter(c, 3);
 }
 
-/* ---- handing frames to Lua ---- */
-
-typedef struct arg_sink {
-  lua_State *L;
-  lua_Integer i;
-} arg_sink_t;
-
-static void push_arg(void *ud, const char *a, size_t n) {
-  arg_sink_t *s = ud;
-  lua_pushlstring(s->L, a, n);
-  lua_rawseti(s->L, -2, ++s->i);
-}
-
-/* Whether the Lua heap has room for `need` more bytes under max_lua_memory,
- * after a full collection if it takes one. Pushing a frame happens outside
- * any protected call, where a refused allocation would end the process. */
-static int lua_room(hs_server_t *srv, size_t need) {
-  size_t cap = srv->limits.max_lua_memory;
-  if (!cap || srv->lua_mem + need <= cap) return 1;
-  lua_gc(srv->L, LUA_GCCOLLECT);
-  return srv->lua_mem + need <= cap;
-}
-
-/* Push frame fr of p onto L: the bytes as a string, or with RESP framing a
- * table of the command's arguments. 0, or -1 (nothing pushed, c aborted)
- * when the Lua heap has no room for it. */
-static int push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *p,
-                      const hs_frame_t *fr) {
-  const char *m = p + fr->off;
-  if (f->kind != HS_FRAME_RESP) {
-    if (!lua_room(c->srv, fr->len + 64)) goto no_room;
-    lua_pushlstring(L, m, fr->len);
-    return 0;
-  }
-  /* A table slot and a string header per argument, and the bytes. An
-   * argument takes at least 2 bytes on the wire (an inline word and its
-   * space; "$0\r\n\r\n" takes 6), so there are at most len / 2 + 1; only
-   * when that bound does not fit are they counted. */
-  size_t need = 64 + (fr->len / 2 + 1) * 64 + fr->len;
-  if (!lua_room(c->srv, need)) {
-    long argc = hs_resp_argc(m, fr->len);
-    if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + fr->len)) goto no_room;
-  }
-  lua_createtable(L, 4, 0); /* most commands; more grow it */
-  arg_sink_t sink = {L, 0};
-  char small[256], *scratch = small;
-  if (m[0] != '*' && fr->len > sizeof small && !(scratch = malloc(fr->len))) {
-    lua_pop(L, 1);
-    goto no_room;
-  }
-  hs_resp_args(m, fr->len, scratch, push_arg, &sink);
-  if (scratch != small) free(scratch);
-  return 0;
-no_room:
-  hs_log_conn(c->srv, c, HS_LOG_ERROR,
-              "no room in the Lua heap for a %zu-byte message (max_lua_memory %zu); closing",
-              fr->len, c->srv->limits.max_lua_memory);
-  hs_conn_abort(c, "out of memory");
-  return -1;
-}
-
-#define LINGER_MS 2000
-
 /* Close after on_frame_error answered. Closing a socket whose input was not
  * all read makes the kernel send a reset, which can destroy the answer on
  * its way; so send what is queued and a FIN, then read and drop what the
- * client still sends until it closes too, or LINGER_MS pass. */
+ * client still sends until it closes too, or HS_LINGER_MS pass. */
 static void linger_close(hs_conn_t *c, const char *why) {
   hs_server_t *srv = c->srv;
   c->flags &= ~HS_CONN_PAUSED;
@@ -243,7 +179,7 @@ static void linger_close(hs_conn_t *c, const char *why) {
   c->flags |= HS_CONN_CLOSING | HS_CONN_LINGER | HS_CONN_SHUTDOWN;
   c->reason = why;
   c->frame_start = 0;
-  c->linger_until = uv_now(srv->loop) + LINGER_MS;
+  c->linger_until = uv_now(srv->loop) + HS_LINGER_MS;
   consume(c, input_len(c));
   hs_server_mark_dirty(srv, c);
   hs_conn_timers_update(c);
@@ -276,7 +212,7 @@ static void frame_error(hs_conn_t *c, int r, const char *detail) {
     c->input_error = why;
     c->frame_start = 0;
     stop_reading(c);
-    if (c->wait == HS_WAIT_READ) wake_reader(c, why); /* the bad bytes are its partial */
+    if (c->wait == HS_WAIT_READ) hs_conn_wake_reader(c, why); /* the bad bytes are its partial */
     if (hs_conn_is_open(c)) consume(c, input_len(c));
     return;
   }
@@ -363,7 +299,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
     if (r == HS_FRAME_MORE) {
       if (!eof) break;
       if (coro) {
-        wake_reader(c, "closed");
+        hs_conn_wake_reader(c, "closed");
         continue;
       }
       /* The peer closed: an unterminated last line is still a line. */
@@ -376,7 +312,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
     srv->stats.frames_in++;
     delivered = 1;
     if (coro) {
-      if (push_frame(c, waiter(c)->co, f, p, &fr) != 0) break;
+      if (hs_lconn_push_frame(c, waiter(c)->co, f, p, &fr) != 0) break;
       consume(c, fr.consumed);
       hs_conn_resume_waiter(c, 1);
     } else {
@@ -394,7 +330,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
       }
       lua_pushvalue(L, top + 1);
       lua_pushvalue(L, top + 2);
-      if (push_frame(c, L, f, p, &fr) != 0) {
+      if (hs_lconn_push_frame(c, L, f, p, &fr) != 0) {
         lua_pop(L, 2);
         break;
       }
@@ -602,115 +538,6 @@ int hs_conn_check_outbuf(hs_conn_t *c) {
   return -1;
 }
 
-/* ---- timeouts ---- */
-
-static uint64_t deadline_of(const hs_conn_t *c, const char **which) {
-  uint64_t best = 0;
-  const char *w = NULL;
-#define CONSIDER(cond, at, name)             \
-  do {                                       \
-    if (cond) {                              \
-      uint64_t t_ = (at);                    \
-      if (best == 0 || t_ < best) best = t_, w = (name); \
-    }                                        \
-  } while (0)
-  if (c->flags & HS_CONN_CONNECTING) {
-    if (which) *which = "connect";
-    return c->connect_deadline;
-  }
-  uint64_t act = c->last_read > c->last_write ? c->last_read : c->last_write;
-  int reading = !(c->flags & (HS_CONN_EOF | HS_CONN_PAUSED));
-  if (c->flags & HS_CONN_CLOSING) {
-    /* Only the output still draining, or a linger, can time out now. */
-    if (c->to.write && hs_conn_buffered(c) > 0) best = c->last_write + c->to.write, w = "write";
-    /* The linger runs from when the last output left, so a slow reader
-     * still gets all of it (the write timeout bounds that). */
-    if ((c->flags & HS_CONN_LINGER) && hs_conn_buffered(c) == 0) {
-      uint64_t at = c->last_write + LINGER_MS;
-      if (at < c->linger_until) at = c->linger_until;
-      if (best == 0 || at < best) best = at, w = "linger";
-    }
-    if (which) *which = w;
-    return best;
-  }
-  CONSIDER(c->to.idle, act + c->to.idle, "idle");
-  CONSIDER(c->to.read && reading, c->last_read + c->to.read, "read");
-  CONSIDER(c->to.write && hs_conn_buffered(c) > 0, c->last_write + c->to.write, "write");
-  CONSIDER(c->to.frame && c->frame_start, c->frame_start + c->to.frame, "frame");
-  CONSIDER(c->wait == HS_WAIT_SLEEP, c->sleep_until, "sleep");
-#undef CONSIDER
-  if (which) *which = w;
-  return best;
-}
-
-/* Arm the timer for the earliest deadline. Activity that only moves deadlines
- * later leaves the timer alone: it fires early and re-arms, which is cheaper
- * than restarting a timer on every read. */
-void hs_conn_timers_update(hs_conn_t *c) {
-  if (c->flags & (HS_CONN_FINISHED)) return;
-  uint64_t due = deadline_of(c, NULL);
-  if (due == 0) return; /* a running timer finds nothing due and stops */
-  uint64_t now = uv_now(c->srv->loop);
-  if (uv_is_active((uv_handle_t *)&c->timer)) {
-    uint64_t at = uv_timer_get_due_in(&c->timer) + now;
-    if (at <= due) return;
-  }
-  uv_timer_start(&c->timer, timer_cb, due > now ? due - now : 0, 0);
-}
-
-static void timer_cb(uv_timer_t *t) {
-  hs_conn_t *c = hs_container_of(t, hs_conn_t, timer);
-  hs_server_t *srv = c->srv;
-  uint64_t now = uv_now(srv->loop);
-  const char *which;
-  uint64_t due = deadline_of(c, &which);
-  if (due == 0) return;
-  if (due > now) {
-    uv_timer_start(&c->timer, timer_cb, due - now, 0);
-    return;
-  }
-  if (strcmp(which, "linger") == 0) {
-    hs_conn_abort(c, c->reason); /* the peer kept sending, or never closed */
-    return;
-  }
-  if (strcmp(which, "connect") == 0) {
-    srv->stats.connect_failed++;
-    hs_log_conn(srv, c, HS_LOG_INFO, "connect to %s timed out", c->peer);
-    hs_conn_abort(c, "connect timeout");
-    return;
-  }
-  if (strcmp(which, "sleep") == 0) {
-    c->wait = HS_WAIT_NONE;
-    lua_pushboolean(c->co, 1);
-    hs_script_resume(srv, c, 1);
-  } else {
-    srv->stats.timeouts++;
-    /* Restart the clock of what fired, so it does not fire again at once. */
-    if (which[0] == 'f') c->frame_start = now;
-    else if (which[0] == 'w') c->last_write = now;
-    else c->last_read = c->last_write = now;
-    if ((c->flags & HS_CONN_CORO) && c->wait == HS_WAIT_READ && which[0] != 'w') {
-      wake_reader(c, "timeout");
-    } else if (hs_conn_handler(c, "on_timeout")) {
-      hs_lconn_push(srv, c);
-      lua_pushstring(srv->L, which);
-      hs_script_call(srv, c, 2, "on_timeout");
-    } else {
-      snprintf(c->reason_buf, sizeof c->reason_buf, "%s timeout", which);
-      hs_log_conn(srv, c, HS_LOG_INFO, "%s timeout (%llu ms); closing", which,
-                  (unsigned long long)(which[0] == 'i'   ? c->to.idle
-                                       : which[0] == 'r' ? c->to.read
-                                       : which[0] == 'w' ? c->to.write
-                                                         : c->to.frame));
-      if (which[0] == 'w')
-        hs_conn_abort(c, c->reason_buf);
-      else
-        hs_conn_close(c, c->reason_buf);
-    }
-  }
-  if (!(c->flags & HS_CONN_FINISHED)) hs_conn_timers_update(c);
-}
-
 /* ---- coroutine reads ---- */
 
 /* conn:receive. Return the frame at once when the input already holds one;
@@ -738,7 +565,7 @@ int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
   }
   if (r == HS_FRAME_OK) {
     c->srv->stats.frames_in++;
-    if (push_frame(c, co, f, p, &fr) != 0) { /* c is aborted */
+    if (hs_lconn_push_frame(c, co, f, p, &fr) != 0) { /* c is aborted */
       lua_pushnil(co);
       lua_pushliteral(co, "out of memory");
       lua_pushliteral(co, "");

@@ -269,6 +269,9 @@ void hs_conn_resume_waiter(hs_conn_t *c, int nargs);
 /* outbound.c */
 void hs_conn_forget_connect(hs_conn_t *c);
 void hs_conn_timers_update(hs_conn_t *c);
+/* Resume a coroutine waiting in receive with nil, err, partial. */
+void hs_conn_wake_reader(hs_conn_t *c, const char *err);
+#define HS_LINGER_MS 2000 /* a lingering close waits this long after the last output */
 size_t hs_conn_buffered(const hs_conn_t *c);
 int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f);
 int hs_conn_is_open(const hs_conn_t *c);
@@ -283,6 +286,10 @@ int hs_script_resume(hs_server_t *srv, hs_conn_t *c, int nargs);
 void hs_script_budget_start(hs_server_t *srv, uint64_t ms);
 int hs_script_budget_stop(hs_server_t *srv);
 int hs_script_reload(hs_server_t *srv, const char *trigger);
+/* module.c: the handler module */
+int hs_rawfield(lua_State *L, int idx, const char *k); /* t[k], no metamethods */
+const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_limits_t *lim,
+                           hs_framer_t *f, char *err, size_t errlen);
 const char *hs_script_validate(lua_State *L, int idx, char *err, size_t errlen);
 int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen);
 int hs_script_listen_addrs(hs_server_t *srv, char ***addrs);
@@ -293,6 +300,11 @@ void hs_lconn_push_new(hs_server_t *srv, hs_conn_t *c);
 void hs_lconn_push(hs_server_t *srv, hs_conn_t *c);
 void hs_lconn_clear(hs_server_t *srv, hs_conn_t *c);
 hs_conn_t *hs_lconn_check(lua_State *L, int idx);
+/* Push frame fr of p onto L for the script: a string, or with RESP framing a
+ * table of arguments. 0, or -1 (nothing pushed, c aborted) when the Lua heap
+ * has no room for it. */
+int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *p,
+                        const hs_frame_t *fr);
 hs_conn_t *hs_lconn_test(lua_State *L, int idx);
 
 /* lhotsock.c */

@@ -2,6 +2,7 @@
  * small box with a pointer to the hs_conn_t; the connection keeps the box in
  * the registry while it lives and clears the pointer when it finishes, so a
  * stale reference in a script can never reach freed memory. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -56,6 +57,65 @@ hs_conn_t *hs_lconn_check(lua_State *L, int idx) {
   hs_lbox_t *b = luaL_checkudata(L, idx, CONN_MT);
   if (!b->c || !hs_conn_is_open(b->c)) luaL_error(L, "attempt to use a closed connection");
   return b->c;
+}
+
+typedef struct arg_sink {
+  lua_State *L;
+  lua_Integer i;
+} arg_sink_t;
+
+static void push_arg(void *ud, const char *a, size_t n) {
+  arg_sink_t *s = ud;
+  lua_pushlstring(s->L, a, n);
+  lua_rawseti(s->L, -2, ++s->i);
+}
+
+/* Whether the Lua heap has room for `need` more bytes under max_lua_memory,
+ * after a full collection if it takes one. Pushing a frame happens outside
+ * any protected call, where a refused allocation would end the process. */
+static int lua_room(hs_server_t *srv, size_t need) {
+  size_t cap = srv->limits.max_lua_memory;
+  if (!cap || srv->lua_mem + need <= cap) return 1;
+  lua_gc(srv->L, LUA_GCCOLLECT);
+  return srv->lua_mem + need <= cap;
+}
+
+/* Push frame fr of p onto L: the bytes as a string, or with RESP framing a
+ * table of the command's arguments. 0, or -1 (nothing pushed, c aborted)
+ * when the Lua heap has no room for it. */
+int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *p,
+                        const hs_frame_t *fr) {
+  const char *m = p + fr->off;
+  if (f->kind != HS_FRAME_RESP) {
+    if (!lua_room(c->srv, fr->len + 64)) goto no_room;
+    lua_pushlstring(L, m, fr->len);
+    return 0;
+  }
+  /* A table slot and a string header per argument, and the bytes. An
+   * argument takes at least 2 bytes on the wire (an inline word and its
+   * space; "$0\r\n\r\n" takes 6), so there are at most len / 2 + 1; only
+   * when that bound does not fit are they counted. */
+  size_t need = 64 + (fr->len / 2 + 1) * 64 + fr->len;
+  if (!lua_room(c->srv, need)) {
+    long argc = hs_resp_argc(m, fr->len);
+    if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + fr->len)) goto no_room;
+  }
+  lua_createtable(L, 4, 0); /* most commands; more grow it */
+  arg_sink_t sink = {L, 0};
+  char small[256], *scratch = small;
+  if (m[0] != '*' && fr->len > sizeof small && !(scratch = malloc(fr->len))) {
+    lua_pop(L, 1);
+    goto no_room;
+  }
+  hs_resp_args(m, fr->len, scratch, push_arg, &sink);
+  if (scratch != small) free(scratch);
+  return 0;
+no_room:
+  hs_log_conn(c->srv, c, HS_LOG_ERROR,
+              "no room in the Lua heap for a %zu-byte message (max_lua_memory %zu); closing",
+              fr->len, c->srv->limits.max_lua_memory);
+  hs_conn_abort(c, "out of memory");
+  return -1;
 }
 
 /* Append one value (a string, or a table of strings) to the output. MAY_LJMP. */

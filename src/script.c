@@ -44,16 +44,6 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return p;
 }
 
-/* t[k] without metamethods. The module and the tables in it are read raw:
- * no script code runs while C looks up a handler or a setting, so a module
- * with a strict __index (one that raises on a missing name) cannot throw
- * outside a protected call. Returns the type pushed. */
-static int rawfield(lua_State *L, int idx, const char *k) {
-  idx = lua_absindex(L, idx);
-  lua_pushstring(L, k);
-  return lua_rawget(L, idx);
-}
-
 /* The budget's clock, in ns. Coarse (the kernel's tick, a few ms): it is
  * read at the start of every handler call, and a precise clock read there
  * cost a few percent of a small handler; a budget is tens of ms. */
@@ -149,7 +139,7 @@ static int msgh(lua_State *L) {
 int hs_script_get_handler(hs_server_t *srv, const char *name) {
   lua_State *L = srv->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
-  if (rawfield(L, -1, name) == LUA_TFUNCTION) {
+  if (hs_rawfield(L, -1, name) == LUA_TFUNCTION) {
     lua_remove(L, -2);
     return 1;
   }
@@ -298,288 +288,6 @@ int hs_script_resume(hs_server_t *srv, hs_conn_t *c, int nargs) {
   return st;
 }
 
-/* ---- the handler module ---- */
-
-static const char *const handler_names[] = {
-    "on_connect", "on_message", "on_close",    "on_drain", "on_timeout",
-    "on_error",   "on_reload",  "on_shutdown", "handle",   "on_frame_error", NULL};
-
-/* Parse a framing spec at idx (a string or a table). 0, or -1 with err. */
-int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
-  idx = lua_absindex(L, idx);
-  if (lua_type(L, idx) == LUA_TSTRING) {
-    const char *s = lua_tostring(L, idx);
-    if (strcmp(s, "raw") == 0) hs_framer_raw(f);
-    else if (strcmp(s, "line") == 0 || strcmp(s, "*l") == 0) hs_framer_line(f);
-    else if (strcmp(s, "*a") == 0) hs_framer_all(f);
-    else if (strcmp(s, "resp") == 0) hs_framer_resp(f);
-    else {
-      snprintf(err, errlen, "unknown framing \"%s\" (use \"raw\", \"line\", \"resp\", or "
-               "a table {delimiter=}, {length=}, {exact=})", s);
-      return -1;
-    }
-    return 0;
-  }
-  if (lua_type(L, idx) == LUA_TNUMBER) {
-    lua_Integer n = lua_tointeger(L, idx);
-    if (!lua_isinteger(L, idx) || n <= 0 || hs_framer_exact(f, (size_t)n) != 0) {
-      snprintf(err, errlen, "a byte count must be a positive integer");
-      return -1;
-    }
-    return 0;
-  }
-  if (lua_type(L, idx) != LUA_TTABLE) {
-    snprintf(err, errlen, "framing must be a string or a table, not %s",
-             luaL_typename(L, idx));
-    return -1;
-  }
-  int found = 0, bad = 0;
-  if (rawfield(L, idx, "delimiter") != LUA_TNIL) {
-    size_t len;
-    const char *d = lua_tolstring(L, -1, &len);
-    found++;
-    if (!d || lua_type(L, -1) != LUA_TSTRING || hs_framer_delim(f, d, len) != 0) {
-      snprintf(err, errlen, "delimiter must be a string of 1 to %d bytes", HS_DELIM_MAX);
-      bad = 1;
-    }
-  }
-  lua_pop(L, 1);
-  if (!bad && rawfield(L, idx, "length") != LUA_TNIL) {
-    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    found++;
-    if (!k || hs_framer_length(f, k) != 0) {
-      snprintf(err, errlen, "length must be one of \"u8\", \"u16be\", \"u16le\", "
-               "\"u32be\", \"u32le\", \"varint\"");
-      bad = 1;
-    }
-  }
-  lua_pop(L, 1);
-  if (!bad && rawfield(L, idx, "exact") != LUA_TNIL) {
-    int isint;
-    lua_Integer n = lua_tointegerx(L, -1, &isint);
-    found++;
-    if (!isint || n <= 0 || hs_framer_exact(f, (size_t)n) != 0) {
-      snprintf(err, errlen, "exact must be a positive integer");
-      bad = 1;
-    }
-  }
-  lua_pop(L, 1);
-  if (bad) return -1;
-  if (found != 1) {
-    snprintf(err, errlen, "a framing table needs exactly one of delimiter, length, exact");
-    return -1;
-  }
-  return 0;
-}
-
-/* Read a positive integer field; 0 when absent, -1 with err when invalid. */
-static int get_size(lua_State *L, int idx, const char *name, size_t *out, int allow_zero,
-                    char *err, size_t errlen) {
-  int t = rawfield(L, idx, name);
-  int r = 0;
-  if (t != LUA_TNIL) {
-    int isint;
-    lua_Integer v = lua_tointegerx(L, -1, &isint);
-    if (!isint || v < 0 || (v == 0 && !allow_zero)) {
-      snprintf(err, errlen, "%s must be a %s integer", name,
-               allow_zero ? "non-negative" : "positive");
-      r = -1;
-    } else {
-      *out = (size_t)v;
-      r = 1;
-    }
-  }
-  lua_pop(L, 1);
-  return r;
-}
-
-/* Check the module at idx and read its settings into lim and f (which hold
- * defaults on entry). Returns NULL, or err filled with what is wrong. */
-static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_framer_t *f,
-                               char *err, size_t errlen) {
-  idx = lua_absindex(L, idx);
-  if (lua_type(L, idx) != LUA_TTABLE) {
-    snprintf(err, errlen, "the script must return a table of handlers, not %s",
-             luaL_typename(L, idx));
-    return err;
-  }
-  /* Handlers: functions; unknown on_* names are typos. */
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      const char *k = lua_tostring(L, -2);
-      int known = 0;
-      for (int i = 0; handler_names[i]; i++)
-        if (strcmp(k, handler_names[i]) == 0) known = 1;
-      if (known && lua_type(L, -1) != LUA_TFUNCTION) {
-        snprintf(err, errlen, "%s must be a function, not %s", k, luaL_typename(L, -1));
-        lua_pop(L, 2);
-        return err;
-      }
-      if (!known && strncmp(k, "on_", 3) == 0) {
-        snprintf(err, errlen, "unknown handler \"%s\" (handlers are on_connect, "
-                 "on_message, on_close, on_drain, on_timeout, on_error, on_reload, "
-                 "on_shutdown, handle)", k);
-        lua_pop(L, 2);
-        return err;
-      }
-    }
-    lua_pop(L, 1);
-  }
-  int has_handle = rawfield(L, idx, "handle") == LUA_TFUNCTION;
-  int has_msg = rawfield(L, idx, "on_message") == LUA_TFUNCTION;
-  int has_conn = rawfield(L, idx, "on_connect") == LUA_TFUNCTION;
-  lua_pop(L, 3);
-  if (!has_handle && !has_msg && !has_conn) {
-    snprintf(err, errlen, "the module has no handler: give it handle(conn) "
-             "(coroutine style) or on_connect/on_message (event style)");
-    return err;
-  }
-  if (has_handle && has_msg) {
-    snprintf(err, errlen, "the module has both handle and on_message: pick one style");
-    return err;
-  }
-  if (rawfield(L, idx, "framing") != LUA_TNIL) {
-    char ferr[200];
-    if (hs_script_parse_framing(L, -1, f, ferr, sizeof ferr) != 0) {
-      snprintf(err, errlen, "framing: %s", ferr);
-      lua_pop(L, 1);
-      return err;
-    }
-  }
-  lua_pop(L, 1);
-  size_t v;
-  struct {
-    const char *name;
-    size_t *dst;
-    uint64_t *dst64;
-  } sizes[] = {
-      {"max_clients", &lim->max_clients, NULL},  {"max_frame", &lim->max_frame, NULL},
-      {"max_inbuf", &lim->max_inbuf, NULL},      {"max_outbuf", &lim->max_outbuf, NULL},
-      {"low_water", &lim->low_water, NULL},      {"max_lua_memory", &lim->max_lua_memory, NULL},
-      {"high_water", &lim->high_water, NULL},
-      {"drain_timeout", NULL, &lim->drain_timeout},
-      {"handler_budget", NULL, &lim->handler_budget},
-  };
-  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-    int allow0 = strcmp(sizes[i].name, "low_water") == 0 ||
-                 strcmp(sizes[i].name, "drain_timeout") == 0;
-    int r = get_size(L, idx, sizes[i].name, &v, allow0, err, errlen);
-    if (r < 0) return err;
-    if (r > 0) {
-      if (sizes[i].dst) *sizes[i].dst = v;
-      else *sizes[i].dst64 = v;
-    }
-  }
-  if (lim->handler_budget > HS_MAX_MS || lim->drain_timeout > HS_MAX_MS) {
-    snprintf(err, errlen, "%s must be at most %llu ms",
-             lim->handler_budget > HS_MAX_MS ? "handler_budget" : "drain_timeout", HS_MAX_MS);
-    return err;
-  }
-  int r = get_size(L, idx, "backlog", &v, 0, err, errlen);
-  if (r < 0) return err;
-  if (r > 0) lim->backlog = v > INT_MAX ? INT_MAX : (int)v;
-  int t = rawfield(L, idx, "timeouts");
-  if (t == LUA_TTABLE) {
-    const char *names[] = {"idle", "read", "write", "frame"};
-    uint64_t *dst[] = {&lim->timeouts.idle, &lim->timeouts.read, &lim->timeouts.write,
-                       &lim->timeouts.frame};
-    for (int i = 0; i < 4; i++) {
-      r = get_size(L, -1, names[i], &v, 1, err, errlen);
-      if (r < 0) {
-        lua_pop(L, 1);
-        return err;
-      }
-      if (r > 0 && v > HS_MAX_MS) {
-        snprintf(err, errlen, "timeouts.%s must be at most %llu ms", names[i], HS_MAX_MS);
-        lua_pop(L, 1);
-        return err;
-      }
-      if (r > 0) *dst[i] = v;
-    }
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-      int ok = 0;
-      for (int i = 0; i < 4; i++) ok |= strcmp(k, names[i]) == 0;
-      lua_pop(L, 1);
-      if (!ok) {
-        snprintf(err, errlen, "unknown timeout \"%s\" (idle, read, write, frame)", k);
-        lua_pop(L, 2);
-        return err;
-      }
-    }
-  } else if (t != LUA_TNIL) {
-    snprintf(err, errlen, "timeouts must be a table like {idle = 30000}");
-    lua_pop(L, 1);
-    return err;
-  }
-  lua_pop(L, 1);
-  t = rawfield(L, idx, "reload");
-  if (t == LUA_TTABLE) {
-    size_t n;
-    if (get_size(L, -1, "rollback_errors", &n, 0, err, errlen) < 0 ||
-        get_size(L, -1, "within", &n, 0, err, errlen) < 0) {
-      lua_pop(L, 1);
-      return err;
-    }
-  } else if (t != LUA_TNIL) {
-    snprintf(err, errlen, "reload must be a table like {rollback_errors = 3, within = 10000}");
-    lua_pop(L, 1);
-    return err;
-  }
-  lua_pop(L, 1);
-  t = rawfield(L, idx, "listen");
-  if (t != LUA_TNIL && t != LUA_TSTRING && t != LUA_TNUMBER && t != LUA_TTABLE) {
-    snprintf(err, errlen, "listen must be an address, a port, or a list of them");
-    lua_pop(L, 1);
-    return err;
-  }
-  lua_pop(L, 1);
-  return NULL;
-}
-
-const char *hs_script_validate(lua_State *L, int idx, char *err, size_t errlen) {
-  hs_limits_t lim;
-  hs_framer_t f;
-  memset(&lim, 0, sizeof lim);
-  return read_module(L, idx, &lim, &f, err, errlen);
-}
-
-static void default_limits(hs_limits_t *l) {
-  memset(l, 0, sizeof *l);
-  l->max_clients = 10000;
-  l->max_frame = 64 * 1024;
-  l->max_inbuf = 1024 * 1024;
-  l->max_outbuf = 8 * 1024 * 1024;
-  l->low_water = 16 * 1024;
-  l->high_water = 256 * 1024;
-  l->backlog = SOMAXCONN;
-  l->drain_timeout = 5000;
-  l->handler_budget = 100;
-  l->max_lua_memory = 256u * 1024 * 1024;
-  l->timeouts.idle = 0;
-  l->timeouts.read = 0;
-  l->timeouts.write = 60000;
-  l->timeouts.frame = 30000;
-}
-
-/* Command-line settings win over the module's. */
-static void apply_cli(const hs_limits_t *cli, hs_limits_t *l) {
-  if (cli->max_clients) l->max_clients = cli->max_clients;
-  if (cli->max_frame) l->max_frame = cli->max_frame;
-  if (cli->max_inbuf) l->max_inbuf = cli->max_inbuf;
-  if (cli->max_outbuf) l->max_outbuf = cli->max_outbuf;
-  if (cli->backlog) l->backlog = cli->backlog;
-  if (cli->drain_timeout) l->drain_timeout = cli->drain_timeout;
-  if (cli->handler_budget) l->handler_budget = cli->handler_budget;
-  if (cli->max_lua_memory) l->max_lua_memory = cli->max_lua_memory;
-  if (cli->timeouts.idle != HS_UNSET) l->timeouts.idle = cli->timeouts.idle;
-  if (cli->timeouts.read != HS_UNSET) l->timeouts.read = cli->timeouts.read;
-  if (cli->timeouts.write != HS_UNSET) l->timeouts.write = cli->timeouts.write;
-  if (cli->timeouts.frame != HS_UNSET) l->timeouts.frame = cli->timeouts.frame;
-}
-
 /* The file:line where a call stopped by the budget was running: the first Lua
  * frame of the traceback msgh appended. Empty when there is none. */
 static void stopped_at(const char *tb, char *out, size_t outlen) {
@@ -644,16 +352,13 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   }
   hs_limits_t lim;
   hs_framer_t f;
-  default_limits(&lim);
-  hs_framer_raw(&f);
   char merr[512];
-  if (read_module(L, -1, &lim, &f, merr, sizeof merr)) {
+  if (hs_module_read(L, -1, &srv->cli, &lim, &f, merr, sizeof merr)) {
     snprintf(err, errlen, "%s: %s", srv->script_path, merr);
     lua_settop(L, top);
     return -1;
   }
-  apply_cli(&srv->cli, &lim);
-  rawfield(L, -1, "handle");
+  hs_rawfield(L, -1, "handle");
   srv->coro_style = lua_type(L, -1) == LUA_TFUNCTION;
   lua_pop(L, 1);
   if (srv->module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->module_ref);
@@ -664,42 +369,9 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   return 0;
 }
 
-/* The addresses the module's listen field names, copied into *addrs (free
- * each and the array). Returns how many. */
-int hs_script_listen_addrs(hs_server_t *srv, char ***addrs) {
-  lua_State *L = srv->L;
-  int top = lua_gettop(L);
-  *addrs = NULL;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
-  int t = rawfield(L, -1, "listen");
-  if (t == LUA_TNIL) {
-    lua_settop(L, top);
-    return 0;
-  }
-  if (t != LUA_TTABLE) {
-    lua_createtable(L, 1, 0);
-    lua_insert(L, -2);
-    lua_rawseti(L, -2, 1); /* {listen} */
-  }
-  int tab = lua_gettop(L);
-  int count = (int)lua_rawlen(L, tab); /* raw, as every module field */
-  char **list = calloc((size_t)count + 1, sizeof *list);
-  for (int i = 0; list && i < count; i++) {
-    lua_rawgeti(L, tab, i + 1);
-    if (lua_type(L, -1) == LUA_TNUMBER)
-      lua_pushfstring(L, "127.0.0.1:%d", (int)lua_tointeger(L, -1));
-    const char *a = lua_tostring(L, -1);
-    list[i] = strdup(a ? a : "?");
-    lua_settop(L, tab);
-  }
-  lua_settop(L, top);
-  *addrs = list;
-  return list ? count : 0;
-}
-
 static void set_path(lua_State *L, const char *field, const char *prefix) {
   lua_getglobal(L, "package");
-  rawfield(L, -1, field);
+  hs_rawfield(L, -1, field);
   lua_pushfstring(L, "%s;%s", prefix, lua_tostring(L, -1));
   lua_setfield(L, -3, field);
   lua_pop(L, 2);
@@ -901,9 +573,9 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   /* Probation: keep the old module until the window passes cleanly. */
   probation_end(srv);
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
-  if (rawfield(L, -1, "reload") == LUA_TTABLE) {
-    rawfield(L, -1, "rollback_errors");
-    rawfield(L, -2, "within");
+  if (hs_rawfield(L, -1, "reload") == LUA_TTABLE) {
+    hs_rawfield(L, -1, "rollback_errors");
+    hs_rawfield(L, -2, "within");
     lua_Integer n = lua_tointeger(L, -2), within = lua_tointeger(L, -1);
     lua_pop(L, 2);
     if (n > 0) {
