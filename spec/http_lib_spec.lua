@@ -265,6 +265,9 @@ describe("hotsock.http responses", function()
     h = http.head(200, { ["Set-Cookie"] = { "a=1", "b=2" } })
     assert.are.equal("HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n", h)
     assert.has_error(function() http.head(200, { X = "a\r\nInjected: 1" }) end)
+    -- a refused call leaves nothing behind for the next one
+    assert.has_error(function() http.head(200, { A = "1", B = "2", C = "x\ny", D = "4" }) end)
+    assert.are.equal("HTTP/1.1 200 OK\r\nE: 5\r\nF: 6\r\n\r\n", http.head(200, { F = "6", E = "5" }))
     assert.matches("^HTTP/1.1 599 Custom\r\n", http.head(599, nil, { reason = "Custom" }))
   end)
 

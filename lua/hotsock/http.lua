@@ -538,6 +538,8 @@ local function build_head(status, headers, opts, length)
     if list then
       k = #headers
     else
+      -- a call that raised half-way (a CR in a value) left names behind
+      for i = #names, 1, -1 do names[i] = nil end
       for name in pairs(headers) do
         k = k + 1
         names[k] = name
