@@ -322,46 +322,38 @@ static int resp_next(const char *p, size_t n, size_t max_frame, hs_scan_t *scan,
   return HS_FRAME_OK;
 }
 
-/* Walk the elements of a complete multibulk command. */
+/* Walk the elements of one multibulk command that fills p[0, len), checking
+ * it as resp_next does (one pass: no separate validation on the hot path).
+ * The count, or -1; fn is only given arguments that lie inside p. */
 static long multibulk_args(const char *p, size_t len, hs_resp_arg_fn fn, void *ud) {
   hs_frame_t scratch;
   size_t cr;
   long long count, blen;
-  if (resp_line(p, len, &cr, &scratch) != 1 || resp_number(p, cr, &count) != 0) return -1;
+  if (resp_line(p, len, &cr, &scratch) != 1 || resp_number(p, cr, &count) != 0 ||
+      count <= 0 || count > HS_RESP_MAX_ARGS)
+    return -1;
   size_t pos = cr + 2;
   for (long long i = 0; i < count; i++) {
-    if (pos >= len || resp_line(p + pos, len - pos, &cr, &scratch) != 1 ||
-        resp_number(p + pos, cr, &blen) != 0 || blen < 0)
+    if (pos >= len || p[pos] != '$' || resp_line(p + pos, len - pos, &cr, &scratch) != 1 ||
+        resp_number(p + pos, cr, &blen) != 0 || blen < 0 || blen > HS_RESP_MAX_BULK)
       return -1;
-    const char *a = p + pos + cr + 2;
-    if (fn) fn(ud, a, (size_t)blen);
-    pos += cr + 2 + (size_t)blen + 2;
+    size_t start = pos + cr + 2, n = (size_t)blen;
+    if (n > len - start || len - start - n < 2 || p[start + n] != '\r' ||
+        p[start + n + 1] != '\n')
+      return -1;
+    if (fn) fn(ud, p + start, n);
+    pos = start + n + 2;
   }
-  return count < 0 ? 0 : (long)count;
-}
-
-/* Whether p[0, len) is exactly one complete multibulk command, as
- * hs_frame_next would return it. */
-static int whole_multibulk(const char *p, size_t len) {
-  hs_scan_t scan = {0, 0};
-  hs_frame_t fr;
-  return resp_next(p, len, SIZE_MAX, &scan, &fr) == HS_FRAME_OK && fr.consumed == len;
+  return pos == len ? (long)count : -1;
 }
 
 long hs_resp_argc(const char *p, size_t len) {
-  if (len && p[0] == '*') {
-    if (!whole_multibulk(p, len)) return -1;
-    hs_frame_t scratch;
-    size_t cr;
-    long long count;
-    if (resp_line(p, len, &cr, &scratch) != 1 || resp_number(p, cr, &count) != 0) return -1;
-    return count < 0 ? 0 : (long)count;
-  }
+  if (len && p[0] == '*') return multibulk_args(p, len, NULL, NULL);
   return split_inline(p, len, NULL, NULL, NULL);
 }
 
 long hs_resp_args(const char *p, size_t len, char *scratch, hs_resp_arg_fn fn, void *ud) {
-  if (len && p[0] == '*') return whole_multibulk(p, len) ? multibulk_args(p, len, fn, ud) : -1;
+  if (len && p[0] == '*') return multibulk_args(p, len, fn, ud);
   if (!scratch) return -1;
   return split_inline(p, len, scratch, fn, ud);
 }
