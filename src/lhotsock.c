@@ -312,7 +312,8 @@ static int hs_stats(lua_State *L) {
            {"generation", s->generation},
            {"connects", s->connects},
            {"connect_failed", s->connect_failed},
-           {"lua_memory", srv->lua_mem}};
+           {"lua_memory", srv->lua_mem},
+           {"lua_memory_limit", srv->limits.max_lua_memory}};
   lua_createtable(L, 0, (int)(sizeof f / sizeof *f));
   for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
     lua_pushinteger(L, (lua_Integer)f[i].v);
