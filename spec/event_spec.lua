@@ -165,7 +165,20 @@ describe("event-style connections", function()
     assert.is_true(tonumber(b) <= 16384, "on_drain with " .. b .. " bytes still queued")
   end)
 
-  it("raise 'attempt to use a closed connection' for every method after close", function()
+  it("raise 'attempt to use a closed connection' for every method after the script closed it", function()
+    local c, id = connect(srv)
+    H.send(c, "saveclose\n")
+    assert.are.equal("saved", H.line(c))
+    srv:expect_log("@@ CLOSE " .. id .. " closed\n", 3, true)
+    local closed, results = srv:expect_log("@@ AFTERCLOSE (%S+) (%S+)\n")
+    assert.are.equal("true", closed, "conn.closed after close")
+    for item in results:gmatch("[^,]+") do
+      local name, r = item:match("^([^=]+)=(.*)$")
+      assert.are.equal("raised", r, "conn:" .. name .. "() on a closed connection: " .. r)
+    end
+  end)
+
+  it("return nil and the reason from every method after the peer closed, without raising", function()
     local c, id = connect(srv)
     H.send(c, "save\n")
     assert.are.equal("saved", H.line(c))
@@ -175,7 +188,7 @@ describe("event-style connections", function()
     assert.are.equal("true", closed, "conn.closed after close")
     for item in results:gmatch("[^,]+") do
       local name, r = item:match("^([^=]+)=(.*)$")
-      assert.are.equal("raised", r, "conn:" .. name .. "() on a closed connection: " .. r)
+      assert.are.equal("nil:eof", r, "conn:" .. name .. "() on a connection the peer closed: " .. r)
     end
   end)
 end)

@@ -1,14 +1,19 @@
-/* conn.c: one client. Read path (frame, deliver), write path (gather, try
- * first, queue the rest), timeouts, and the single place where a connection
- * finishes. The hs_conn_t is freed only in the libuv close callback. */
+/* conn.c: one client, in the socket layer. Read path (frame, deliver), write
+ * path (gather, try first, queue the rest), and the single place where a
+ * connection finishes. Everything the script should hear of goes through
+ * srv->ev (hotsock.h); nothing here knows of Lua.
+ *
+ * A close is queued: finish() stops all I/O at once and puts the connection
+ * on the server's closed queue; the closed event runs from the before-sleep
+ * pass (server.c), never inside another event. The hs_conn_t is freed when
+ * both its libuv handles are closed and its closed event has run. */
 #include <stdlib.h>
 #include <string.h>
-
-#include <lauxlib.h>
 
 #include "hotsock.h"
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void close_cb(uv_handle_t *h);
 static void finish(hs_conn_t *c, int reset);
 
 hs_conn_t *hs_conn_new(hs_server_t *srv, hs_listener_t *l) {
@@ -16,9 +21,6 @@ hs_conn_t *hs_conn_new(hs_server_t *srv, hs_listener_t *l) {
   if (!c) return NULL;
   c->srv = srv;
   c->listener = l;
-  c->box_ref = LUA_NOREF;
-  c->co_ref = LUA_NOREF;
-  c->handlers_ref = LUA_NOREF;
   c->framer = srv->framer;
   c->max_frame = srv->limits.max_frame;
   c->to = srv->limits.timeouts;
@@ -32,21 +34,19 @@ hs_conn_t *hs_conn_new(hs_server_t *srv, hs_listener_t *l) {
     return NULL;
   }
   uv_timer_init(srv->loop, &c->timer);
+  c->h.handle.data = c;
+  c->timer.data = c;
   c->handles_open = 2;
   if (is_unix) c->flags |= HS_CONN_UNIX;
   c->id = ++srv->next_id;
-  c->last_read = c->last_write = uv_now(srv->loop);
+  c->opened_at = c->last_read = c->last_write = uv_now(srv->loop);
   return c;
 }
 
-static void close_cb(uv_handle_t *h);
-
 /* Close a connection that was never started (accept failed, or over
- * max_clients): no script ever saw it. */
+ * max_clients): nobody above ever saw it. */
 void hs_conn_discard(hs_conn_t *c) {
   c->flags |= HS_CONN_CLOSING | HS_CONN_FINISHED;
-  c->h.handle.data = c;
-  c->timer.data = c;
   uv_close((uv_handle_t *)&c->timer, close_cb);
   uv_close(&c->h.handle, close_cb);
 }
@@ -57,36 +57,6 @@ int hs_conn_is_open(const hs_conn_t *c) {
 
 size_t hs_conn_buffered(const hs_conn_t *c) {
   return hs_buf_len(&c->out) + hs_buf_len(&c->inflight);
-}
-
-/* Push the handler `name` for c and return 1, or push nothing and return 0.
- * Accepted connections use the module's handlers; an outbound connection
- * only the table given to hs.connect (none in coroutine style). */
-int hs_conn_handler(hs_conn_t *c, const char *name) {
-  hs_server_t *srv = c ? c->srv : NULL;
-  if (!c || !(c->flags & HS_CONN_OUTBOUND)) return c ? hs_script_get_handler(srv, name) : 0;
-  if (c->handlers_ref == LUA_NOREF) return 0;
-  lua_State *L = srv->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->handlers_ref);
-  lua_pushstring(L, name); /* raw, as the module's handlers (script.c) */
-  if (lua_rawget(L, -2) == LUA_TFUNCTION) {
-    lua_remove(L, -2);
-    return 1;
-  }
-  lua_pop(L, 2);
-  return 0;
-}
-
-/* The coroutine that waits on c's input: its own, or for an outbound
- * connection the one of the connection that made it. */
-static hs_conn_t *waiter(hs_conn_t *c) { return c->owner ? c->owner : c; }
-
-/* Resume whoever waits on c with nargs values pushed on its coroutine. */
-void hs_conn_resume_waiter(hs_conn_t *c, int nargs) {
-  hs_conn_t *o = waiter(c);
-  c->wait = HS_WAIT_NONE;
-  o->wait = HS_WAIT_NONE;
-  hs_script_resume(c->srv, o, nargs);
 }
 
 /* ---- input ---- */
@@ -103,25 +73,32 @@ static void input(const hs_conn_t *c, const char **p, size_t *n) {
   }
 }
 
+/* Drop n bytes of input. The storage is kept even when the buffer empties,
+ * so a frame just taken stays readable until settle() or the next read. */
 static void consume(hs_conn_t *c, size_t n) {
   if (c->borrowed_len) {
     c->borrowed += n;
     c->borrowed_len -= n;
   } else {
-    hs_buf_consume(&c->in, n, &c->srv->pool);
+    c->in.rpos += n;
   }
   c->scan = (hs_scan_t){0, 0};
+}
+
+/* Give an empty input buffer's storage back: an idle connection holds none. */
+static void settle(hs_conn_t *c) {
+  if (hs_buf_len(&c->in) == 0 && c->in.data) hs_buf_release(&c->in, &c->srv->pool);
 }
 
 static size_t input_len(const hs_conn_t *c) {
   return c->borrowed_len ? c->borrowed_len : hs_buf_len(&c->in);
 }
 
-
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   hs_conn_t *c = (hs_conn_t *)h;
   hs_server_t *srv = c->srv;
   (void)suggested;
+  settle(c);
   size_t len = hs_buf_len(&c->in);
   if (len == 0) {
     /* The common case: nothing pending. Read into the loop's buffer and frame
@@ -138,9 +115,10 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 void hs_conn_start_reading(hs_conn_t *c) {
-  if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_CLOSING | HS_CONN_PAUSED |
+  if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_FINISHED | HS_CONN_PAUSED |
                   HS_CONN_HELD | HS_CONN_CONNECTING))
     return;
+  if ((c->flags & HS_CONN_CLOSING) && !(c->flags & HS_CONN_LINGER)) return;
   if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->flags |= HS_CONN_READING;
 }
 
@@ -151,38 +129,33 @@ static void stop_reading(hs_conn_t *c) {
   }
 }
 
-/* Push nil, err, partial onto co, consuming the partial bytes. */
-static void push_fail(hs_conn_t *c, lua_State *co, const char *err) {
+/* Pull mode: end the wanted read without a frame; the partial input goes
+ * with it. */
+static void read_failed(hs_conn_t *c, const char *why) {
   const char *p;
   size_t n;
+  c->flags &= ~HS_CONN_WANT;
   input(c, &p, &n);
-  lua_pushnil(co);
-  lua_pushstring(co, err);
-  lua_pushlstring(co, p, n);
   consume(c, n);
+  c->srv->ev->read_failed(c, why, p, n);
 }
 
-/* Resume a coroutine waiting in receive with nil, err, partial. */
-void hs_conn_wake_reader(hs_conn_t *c, const char *err) {
-  push_fail(c, waiter(c)->co, err);
-  hs_conn_resume_waiter(c, 3);
-}
-
-/* Close after on_frame_error answered. Closing a socket whose input was not
- * all read makes the kernel send a reset, which can destroy the answer on
- * its way; so send what is queued and a FIN, then read and drop what the
- * client still sends until it closes too, or HS_LINGER_MS pass. */
+/* Close after the script answered a frame error. Closing a socket whose
+ * input was not all read makes the kernel send a reset, which can destroy
+ * the answer on its way; so send what is queued and a FIN, then read and
+ * drop what the client still sends until it closes too, or HS_LINGER_MS
+ * pass. */
 static void linger_close(hs_conn_t *c, const char *why) {
   hs_server_t *srv = c->srv;
-  c->flags &= ~HS_CONN_PAUSED;
-  hs_conn_start_reading(c);
+  c->flags &= ~(HS_CONN_PAUSED | HS_CONN_WANT);
   c->flags |= HS_CONN_CLOSING | HS_CONN_LINGER | HS_CONN_SHUTDOWN;
+  hs_conn_start_reading(c);
   c->reason = why;
   c->frame_start = 0;
   c->linger_until = uv_now(srv->loop) + HS_LINGER_MS;
   consume(c, input_len(c));
   hs_server_mark_dirty(srv, c);
-  hs_conn_timers_update(c);
+  hs_timers_update(c);
 }
 
 /* Lingering: drop the input; at the peer's FIN, finish once the output is
@@ -196,43 +169,41 @@ static void linger_input(hs_conn_t *c) {
     c->flags |= HS_CONN_FLUSHING;
 }
 
+static const char *frame_error_text(int r, const char *detail) {
+  return r == HS_FRAME_TOOBIG ? "frame too large" : detail ? detail : "malformed frame";
+}
+
+/* Input broke the framing: count and log it, then let the host answer. */
 static void frame_error(hs_conn_t *c, int r, const char *detail) {
   hs_server_t *srv = c->srv;
-  const char *why = r == HS_FRAME_TOOBIG ? "frame too large"
-                    : detail                ? detail
-                                            : "malformed frame";
+  const char *why = frame_error_text(r, detail);
   if (r == HS_FRAME_TOOBIG) srv->stats.oversize_frames++;
   hs_log_conn(srv, c, HS_LOG_WARN, "%s (framing %s, max_frame %zu); closing", why,
-              hs_framer_name((c->flags & HS_CONN_CORO) ? &c->want : &c->framer),
-              c->max_frame);
-  if (c->flags & HS_CONN_CORO) {
-    /* The coroutine hears of it from receive, now or at its next call (and
-     * every call after); what it sends before it returns still goes out,
-     * then the connection closes lingering (hs_conn_close). */
+              hs_framer_name(&c->framer), c->max_frame);
+  if (c->flags & HS_CONN_PULL) {
+    /* The reader hears of it now or at its next read (and every read
+     * after); what it sends before it gives up still goes out, then the
+     * connection closes lingering (hs_conn_close). */
     c->input_error = why;
     c->frame_start = 0;
     stop_reading(c);
-    if (c->wait == HS_WAIT_READ) hs_conn_wake_reader(c, why); /* the bad bytes are its partial */
-    if (hs_conn_is_open(c)) consume(c, input_len(c));
+    if (c->flags & HS_CONN_WANT) read_failed(c, why); /* the bad bytes are its partial */
+    consume(c, input_len(c));
     return;
   }
-  if (!hs_conn_is_open(c)) return;
-  /* on_frame_error may answer (a "-ERR Protocol error", a 431); what it and
+  /* The host may answer (a "-ERR Protocol error", a 431); what it and
    * earlier handlers queued is then sent before the connection closes.
-   * Without it the connection is reset at once. */
-  if (hs_conn_handler(c, "on_frame_error")) {
-    hs_lconn_push(srv, c);
-    lua_pushstring(srv->L, why);
-    hs_script_call(srv, c, 2, "on_frame_error");
+   * Without an answer the connection is reset at once. */
+  if (srv->ev->frame_error(c, why)) {
     if (hs_conn_is_open(c)) linger_close(c, why);
     return;
   }
   hs_conn_abort(c, why);
 }
 
-/* conn:pipe: hand every byte read to the target, in C, with no Lua call. The
- * source stops reading while the target holds more than high_water (it reads
- * again in on_drain_check), and its EOF half-closes the target. */
+/* A pipe: hand every byte read to the target, with no event. The source
+ * stops reading while the target holds more than high_water (it reads
+ * again in drain_check), and its EOF half-closes the target. */
 static void pipe_input(hs_conn_t *c) {
   hs_conn_t *to = c->pipe_to;
   const char *p;
@@ -258,36 +229,31 @@ static void pipe_input(hs_conn_t *c) {
   }
 }
 
-/* Deliver every complete frame the input holds, one Lua call each, until the
- * connection pauses, closes, or (coroutine style) stops waiting for input. */
+/* Deliver every complete frame the input holds, one event each, until the
+ * connection pauses or closes, or (pull mode) no read is wanted. */
 void hs_conn_dispatch(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
-  lua_State *L = srv->L;
   int delivered = 0;
-  /* Event style: on_message and the conn are looked up once per dispatch
-   * and kept at top + 1 and top + 2 for all the messages of this read. */
-  int top = lua_gettop(L), handler = -1; /* -1: not looked up yet */
+  if (c->flags & HS_CONN_FINISHED) return;
   if (c->flags & HS_CONN_LINGER) {
     linger_input(c);
     return;
   }
   if (c->flags & HS_CONN_DISPATCHING) return;
   c->flags |= HS_CONN_DISPATCHING;
-  if (c->pipe_to) {
-    pipe_input(c);
-    c->flags &= ~HS_CONN_DISPATCHING;
-    return;
-  }
   while (hs_conn_is_open(c) && !(c->flags & HS_CONN_PAUSED)) {
-    int coro = (c->flags & HS_CONN_CORO) != 0;
-    if (coro && c->wait != HS_WAIT_READ) break;
-    const hs_framer_t *f = coro ? &c->want : &c->framer;
+    if (c->pipe_to) {
+      pipe_input(c);
+      break;
+    }
+    int pull = (c->flags & HS_CONN_PULL) != 0;
+    if (pull && !(c->flags & HS_CONN_WANT)) break;
     const char *p;
     size_t n;
     hs_frame_t fr = {0, 0, 0, NULL};
     int eof = (c->flags & HS_CONN_EOF) != 0;
     input(c, &p, &n);
-    int r = hs_frame_next(f, p, n, c->max_frame, eof, &c->scan, &fr);
+    int r = hs_frame_next(&c->framer, p, n, c->max_frame, eof, &c->scan, &fr);
     if (r < 0) {
       frame_error(c, r, fr.why);
       break;
@@ -298,12 +264,12 @@ void hs_conn_dispatch(hs_conn_t *c) {
     }
     if (r == HS_FRAME_MORE) {
       if (!eof) break;
-      if (coro) {
-        hs_conn_wake_reader(c, "closed");
+      if (pull) {
+        read_failed(c, "closed");
         continue;
       }
       /* The peer closed: an unterminated last line is still a line. */
-      if (f->kind == HS_FRAME_LINE && n > 0) {
+      if (c->framer.kind == HS_FRAME_LINE && n > 0) {
         fr.off = 0, fr.len = n <= c->max_frame ? n : c->max_frame, fr.consumed = n;
       } else {
         break;
@@ -311,51 +277,29 @@ void hs_conn_dispatch(hs_conn_t *c) {
     }
     srv->stats.frames_in++;
     delivered = 1;
-    if (coro) {
-      if (hs_lconn_push_frame(c, waiter(c)->co, f, p, &fr) != 0) break;
-      consume(c, fr.consumed);
-      hs_conn_resume_waiter(c, 1);
-    } else {
-      if (handler < 0) {
-        if (!lua_checkstack(L, 8)) {
-          hs_conn_abort(c, "out of memory");
-          break;
-        }
-        handler = hs_conn_handler(c, "on_message");
-        if (handler) hs_lconn_push(srv, c);
-      }
-      if (!handler) {
-        consume(c, fr.consumed);
-        continue;
-      }
-      lua_pushvalue(L, top + 1);
-      lua_pushvalue(L, top + 2);
-      if (hs_lconn_push_frame(c, L, f, p, &fr) != 0) {
-        lua_pop(L, 2);
-        break;
-      }
-      consume(c, fr.consumed);
-      hs_script_call(srv, c, 2, "on_message");
-    }
+    consume(c, fr.consumed); /* the bytes stay put until settle() */
+    if (pull) c->flags &= ~HS_CONN_WANT;
+    hs_framer_t f = c->framer; /* the event may change the framing */
+    if (srv->ev->frame(c, &f, p + fr.off, fr.len) != 0) break;
   }
-  lua_settop(L, top);
   c->flags &= ~HS_CONN_DISPATCHING;
-  /* Event style ends the connection at EOF once every complete frame was
-   * delivered and its output is flushed; a coroutine decides for itself
-   * (receive returns nil, "closed"). */
-  if ((c->flags & (HS_CONN_EOF | HS_CONN_CORO | HS_CONN_PAUSED)) == HS_CONN_EOF &&
-      hs_conn_is_open(c)) {
+  /* Push mode ends the connection at EOF once every complete frame was
+   * delivered and its output is flushed; a pull reader decides for itself
+   * (its read fails with "closed"). */
+  if ((c->flags & (HS_CONN_EOF | HS_CONN_PULL | HS_CONN_PAUSED)) == HS_CONN_EOF &&
+      hs_conn_is_open(c) && !c->pipe_to && !c->pipe_from) {
     if (input_len(c))
       hs_log_conn(srv, c, HS_LOG_DEBUG, "peer closed inside a frame (%zu bytes dropped)",
                   input_len(c));
     hs_conn_close(c, "eof");
   }
+  if (!c->borrowed_len) settle(c);
   /* Track when the frame now pending began, for the frame timeout. */
   if (input_len(c) == 0) {
     c->frame_start = 0;
   } else if (delivered || c->frame_start == 0) {
     c->frame_start = uv_now(srv->loop);
-    hs_conn_timers_update(c);
+    hs_timers_update(c);
   }
 }
 
@@ -403,12 +347,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
   }
   if (!hs_conn_is_open(c)) {
-    hs_buf_release(&c->in, &srv->pool);
+    if (!(c->flags & HS_CONN_LINGER)) hs_buf_release(&c->in, &srv->pool);
     return;
   }
-  /* A coroutine busy with something else: let TCP hold further input rather
-   * than our heap. receive() reads again when it has to wait. */
-  if ((c->flags & HS_CONN_CORO) && c->wait != HS_WAIT_READ &&
+  /* A pull reader busy with something else: let TCP hold further input
+   * rather than our heap. hs_conn_want reads again. */
+  if ((c->flags & (HS_CONN_PULL | HS_CONN_WANT)) == HS_CONN_PULL &&
       hs_buf_len(&c->in) >= HS_POOL_BLOCK)
     stop_reading(c);
   if (hs_buf_len(&c->in) > srv->limits.max_inbuf) {
@@ -419,9 +363,66 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
 }
 
+/* ---- pull reads ---- */
+
+int hs_conn_read(hs_conn_t *c, const hs_framer_t *f, const char **msg, size_t *len,
+                 const char **why) {
+  const char *p;
+  size_t n;
+  hs_frame_t fr = {0, 0, 0, NULL};
+  int r;
+  if (c->input_error) { /* a frame error ended the input */
+    *why = c->input_error;
+    return HS_FRAME_BAD;
+  }
+  if (memcmp(&c->framer, f, sizeof *f) != 0) {
+    c->framer = *f;
+    c->scan = (hs_scan_t){0, 0};
+  }
+  for (;;) {
+    input(c, &p, &n);
+    r = hs_frame_next(f, p, n, c->max_frame, (c->flags & HS_CONN_EOF) != 0, &c->scan, &fr);
+    if (r != HS_FRAME_SKIP) break;
+    consume(c, fr.consumed);
+  }
+  if (r == HS_FRAME_OK) {
+    c->srv->stats.frames_in++;
+    consume(c, fr.consumed);
+    *msg = p + fr.off;
+    *len = fr.len;
+    /* As the read path does: the frame timeout runs only while a frame is
+     * pending, from when the next one began (here: now). */
+    c->frame_start = input_len(c) ? uv_now(c->srv->loop) : 0;
+    return r;
+  }
+  if (r < 0) {
+    *why = frame_error_text(r, fr.why);
+    frame_error(c, r, fr.why);
+    return r;
+  }
+  return HS_FRAME_MORE;
+}
+
+void hs_conn_take_partial(hs_conn_t *c, const char **p, size_t *n) {
+  input(c, p, n);
+  consume(c, *n);
+}
+
+/* Pull mode: wait for the next frame with the framing hs_conn_read set. */
+void hs_conn_want(hs_conn_t *c) {
+  if (!hs_conn_is_open(c)) return;
+  c->flags |= HS_CONN_WANT;
+  if (input_len(c) > 0 && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
+  if (!c->borrowed_len) settle(c);
+  hs_conn_start_reading(c);
+  hs_timers_update(c);
+}
+
+void hs_conn_unwant(hs_conn_t *c) { c->flags &= ~HS_CONN_WANT; }
+
 /* ---- output ---- */
 
-static void on_drain_check(hs_conn_t *c) {
+static void drain_check(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   size_t b = hs_conn_buffered(c);
   hs_conn_t *from = c->pipe_from;
@@ -433,10 +434,7 @@ static void on_drain_check(hs_conn_t *c) {
     c->flags |= HS_CONN_ABOVE_LOW;
   } else if ((c->flags & HS_CONN_ABOVE_LOW) && hs_conn_is_open(c)) {
     c->flags &= ~HS_CONN_ABOVE_LOW;
-    if (hs_conn_handler(c, "on_drain")) {
-      hs_lconn_push(srv, c);
-      hs_script_call(srv, c, 1, "on_drain");
-    }
+    srv->ev->drain(c);
   }
 }
 
@@ -480,7 +478,7 @@ void hs_conn_flush(hs_conn_t *c) {
       }
       c->writing = 1;
       c->last_write = uv_now(srv->loop);
-      hs_conn_timers_update(c);
+      hs_timers_update(c);
     }
   }
   if (!c->writing) {
@@ -497,16 +495,16 @@ void hs_conn_flush(hs_conn_t *c) {
       finish(c, 0);
       return;
     }
-    if (c->flags & HS_CONN_LINGER) hs_conn_timers_update(c); /* the linger starts now */
+    if (c->flags & HS_CONN_LINGER) hs_timers_update(c); /* the linger starts now */
   }
-  on_drain_check(c);
+  drain_check(c);
 }
 
 static void write_cb(uv_write_t *req, int status) {
   hs_conn_t *c = hs_container_of(req, hs_conn_t, wreq);
   hs_server_t *srv = c->srv;
   c->writing = 0;
-  if (c->flags & HS_CONN_FINISHED) return; /* buffers go in the close callback */
+  if (c->flags & HS_CONN_FINISHED) return; /* buffers go when it is freed */
   if (status < 0) {
     hs_conn_abort(c, error_reason(c, status));
     return;
@@ -518,7 +516,7 @@ static void write_cb(uv_write_t *req, int status) {
   hs_conn_flush(c);
 }
 
-/* Queue bytes for the peer; they are written when the current event is done. */
+/* Queue bytes for the peer; they are written before the loop sleeps. */
 int hs_conn_send(hs_conn_t *c, const char *p, size_t n) {
   if (n == 0) return 0;
   if (hs_buf_append(&c->out, p, n, &c->srv->pool) != 0) return UV_ENOMEM;
@@ -538,222 +536,76 @@ int hs_conn_check_outbuf(hs_conn_t *c) {
   return -1;
 }
 
-/* ---- coroutine reads ---- */
-
-/* conn:receive. Return the frame at once when the input already holds one;
- * otherwise record what is wanted and yield until the read path resumes us.
- * May raise (lua_yield longjmps), like every lua_* call here. */
-int hs_conn_receive(hs_conn_t *c, lua_State *co, const hs_framer_t *f) {
-  const char *p;
-  size_t n;
-  hs_frame_t fr = {0, 0, 0, NULL};
-  hs_scan_t scan = {0, 0};
-  int eof = (c->flags & HS_CONN_EOF) != 0;
-  int r;
-  if (c->input_error) { /* a frame error ended the input */
-    lua_pushnil(co);
-    lua_pushstring(co, c->input_error);
-    lua_pushliteral(co, "");
-    return 3;
-  }
-  for (;;) {
-    input(c, &p, &n);
-    r = hs_frame_next(f, p, n, c->max_frame, eof, &scan, &fr);
-    if (r != HS_FRAME_SKIP) break;
-    consume(c, fr.consumed);
-    scan = (hs_scan_t){0, 0};
-  }
-  if (r == HS_FRAME_OK) {
-    c->srv->stats.frames_in++;
-    if (hs_lconn_push_frame(c, co, f, p, &fr) != 0) { /* c is aborted */
-      lua_pushnil(co);
-      lua_pushliteral(co, "out of memory");
-      lua_pushliteral(co, "");
-      return 3;
-    }
-    consume(c, fr.consumed);
-    /* As the read path does: the frame timeout runs only while a frame is
-     * pending, from when the next one began (here: now). */
-    c->frame_start = input_len(c) ? uv_now(c->srv->loop) : 0;
-    return 1;
-  }
-  if (r < 0) {
-    const char *why = r == HS_FRAME_TOOBIG ? "frame too large" : fr.why ? fr.why : "malformed frame";
-    c->want = *f;
-    c->wait = HS_WAIT_NONE;
-    frame_error(c, r, fr.why);
-    lua_pushnil(co);
-    lua_pushstring(co, why);
-    lua_pushliteral(co, "");
-    return 3;
-  }
-  if (eof || !hs_conn_is_open(c)) {
-    push_fail(c, co, "closed");
-    return 3;
-  }
-  c->want = *f;
-  c->scan = scan;
-  c->wait = HS_WAIT_READ;
-  if (c->owner) c->owner->wait = HS_WAIT_PEER;
-  if (n > 0 && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
-  hs_conn_start_reading(c);
-  hs_conn_timers_update(c);
-  return lua_yield(co, 0);
-}
-
 /* ---- life cycle ---- */
 
-/* Start a freshly accepted connection: on_connect or the handle coroutine,
- * then reading. */
+/* Start a freshly accepted connection: into the live list, the opened
+ * event, then reading. */
 void hs_conn_start(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
-  lua_State *L = srv->L;
-  c->next = srv->conns; /* into the live list */
-  if (srv->conns) srv->conns->prev = c;
-  srv->conns = c;
+  TAILQ_INSERT_TAIL(&srv->conns, c, link);
   srv->stats.active++;
   srv->stats.accepted++;
-  hs_lconn_push_new(srv, c);
-  if (srv->coro_style) {
-    c->flags |= HS_CONN_CORO;
-    lua_State *co = lua_newthread(L);
-    c->co = co;
-    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    *(hs_conn_t **)lua_getextraspace(co) = c;
-    hs_script_get_handler(srv, "handle");
-    lua_xmove(L, co, 1);
-    hs_lconn_push(srv, c);
-    lua_xmove(L, co, 1);
-    hs_script_resume(srv, c, 1);
-  } else if (hs_script_get_handler(srv, "on_connect")) {
-    hs_lconn_push(srv, c);
-    hs_script_call(srv, c, 1, "on_connect");
-  }
+  srv->ev->opened(c);
   if (hs_conn_is_open(c)) {
     hs_conn_start_reading(c);
-    hs_conn_timers_update(c);
+    hs_timers_update(c);
   }
 }
 
-static void close_cb(uv_handle_t *h) {
-  hs_conn_t *c = h->data;
+static void maybe_free(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
-  if (--c->handles_open > 0) return;
+  if (c->handles_open > 0 || (c->flags & HS_CONN_QUEUED)) return;
+  if (c->flags & HS_CONN_OUTBOUND) srv->outbound_mem -= sizeof *c;
+  /* A discarded connection was never in the list. */
+  if (c->link.tqe_prev) TAILQ_REMOVE(&srv->conns, c, link);
   hs_buf_release(&c->in, &srv->pool);
   hs_buf_release(&c->out, &srv->pool);
   hs_buf_release(&c->inflight, &srv->pool);
   free(c);
-  if (srv->stopping && !srv->conns) hs_server_stop(srv);
+  if (srv->stopping && TAILQ_EMPTY(&srv->conns)) hs_server_stop(srv);
 }
 
-static void list_remove(hs_conn_t **head, hs_conn_t *c, size_t link_off) {
-  for (hs_conn_t **pp = head; *pp; pp = (hs_conn_t **)((char *)*pp + link_off)) {
-    if (*pp == c) {
-      *pp = *(hs_conn_t **)((char *)c + link_off);
-      return;
-    }
-  }
+static void close_cb(uv_handle_t *h) {
+  hs_conn_t *c = h->data;
+  c->handles_open--;
+  maybe_free(c);
 }
 
-/* Let go of the handler coroutine: close its pending to-be-closed variables
- * and drop the reference. Never called while it runs. */
-void hs_conn_drop_coroutine(hs_conn_t *c) {
-  *(hs_conn_t **)lua_getextraspace(c->co) = NULL;
-  lua_resetthread(c->co);
-  luaL_unref(c->srv->L, LUA_REGISTRYINDEX, c->co_ref);
-  c->co = NULL;
-  c->co_ref = LUA_NOREF;
-  c->wait = HS_WAIT_NONE;
+/* The closed event, from the before-sleep pass (server.c). */
+void hs_conn_deliver_closed(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  TAILQ_REMOVE(&srv->closed, c, queue);
+  srv->ev->closed(c);
+  c->flags &= ~HS_CONN_QUEUED;
+  maybe_free(c);
 }
 
-/* The one place a connection ends: wake a waiting coroutine, run on_close
- * exactly once, clear the Lua box, and close the libuv handles. */
+/* The one place a connection ends: stop every kind of I/O now, close the
+ * handles, unhook pipes, and queue the closed event. */
 static void finish(hs_conn_t *c, int reset) {
   hs_server_t *srv = c->srv;
   if (c->flags & HS_CONN_FINISHED) return;
-  c->flags |= HS_CONN_CLOSING | HS_CONN_FINISHED;
-  c->flags &= ~HS_CONN_FLUSHING;
+  c->flags |= HS_CONN_CLOSING | HS_CONN_FINISHED | HS_CONN_QUEUED;
+  c->flags &= ~(HS_CONN_FLUSHING | HS_CONN_WANT);
   stop_reading(c);
   uv_timer_stop(&c->timer);
   if (c->flags & HS_CONN_DIRTY) {
-    list_remove(&srv->dirty, c, offsetof(hs_conn_t, dirty_next));
+    TAILQ_REMOVE(&srv->dirty, c, dirty);
     c->flags &= ~HS_CONN_DIRTY;
   }
   if (c->flags & HS_CONN_PENDING) {
-    list_remove(&srv->pending, c, offsetof(hs_conn_t, pending_next));
+    TAILQ_REMOVE(&srv->pending, c, queue);
     c->flags &= ~HS_CONN_PENDING;
   }
-  /* Out of the live list, so hs.clients() and broadcast no longer see it. */
-  if (c->prev) c->prev->next = c->next;
-  else srv->conns = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->next = c->prev = NULL;
+  TAILQ_INSERT_TAIL(&srv->closed, c, queue);
+  hs_server_wake(srv);
   if (!(c->flags & HS_CONN_OUTBOUND)) {
     srv->stats.active--;
     srv->stats.closed++;
   }
   if (!c->reason) c->reason = "closed";
   hs_log_conn(srv, c, HS_LOG_DEBUG, "closed: %s", c->reason);
-  hs_conn_forget_connect(c);
-
-  /* An outbound connection its owner's coroutine waits on: wake it. */
-  if (c->owner && c->wait != HS_WAIT_NONE) {
-    lua_State *co = c->owner->co;
-    if (c->wait == HS_WAIT_READ) {
-      push_fail(c, co, "closed");
-      hs_conn_resume_waiter(c, 3);
-    } else {
-      lua_pushnil(co);
-      lua_pushstring(co, c->reason);
-      hs_conn_resume_waiter(c, 2);
-    }
-  }
-  if (c->owner) { /* still linked: leave the owner's list */
-    hs_conn_t **pp = &c->owner->children;
-    while (*pp && *pp != c) pp = &(*pp)->sibling;
-    if (*pp) *pp = c->sibling;
-    c->owner = NULL;
-    c->sibling = NULL;
-  }
-  /* Nobody waits on this connection's outbound ones any more. */
-  for (hs_conn_t *k = c->children; k; k = k->sibling) k->wait = HS_WAIT_NONE;
-
-  if (c->co && !c->co_running) {
-    if (c->wait != HS_WAIT_NONE) {
-      hs_wait_t w = c->wait;
-      c->wait = HS_WAIT_NONE;
-      if (w == HS_WAIT_READ) {
-        push_fail(c, c->co, "closed");
-        hs_script_resume(srv, c, 3);
-      } else {
-        lua_pushnil(c->co);
-        lua_pushliteral(c->co, "closed");
-        hs_script_resume(srv, c, 2);
-      }
-    }
-    /* Still there: it yielded again after the close. Abandon it. */
-    if (c->co) hs_conn_drop_coroutine(c);
-  }
-  if (hs_conn_handler(c, "on_close")) {
-    hs_lconn_push(srv, c);
-    lua_pushstring(srv->L, c->reason);
-    hs_script_call(srv, c, 2, "on_close");
-  }
-  hs_lconn_clear(srv, c);
-  if (c->handlers_ref != LUA_NOREF) {
-    luaL_unref(srv->L, LUA_REGISTRYINDEX, c->handlers_ref);
-    c->handlers_ref = LUA_NOREF;
-  }
-  /* Outbound connections made by this one's coroutine end with it. */
-  hs_conn_t *k = c->children;
-  c->children = NULL;
-  while (k) {
-    hs_conn_t *next = k->sibling;
-    k->owner = NULL;
-    k->sibling = NULL;
-    hs_conn_close(k, "owner closed");
-    k = next;
-  }
+  hs_outbound_forget(c);
   /* The other end of a pipe closes once its output is out. */
   if (c->pipe_to) {
     hs_conn_t *to = c->pipe_to;
@@ -768,11 +620,8 @@ static void finish(hs_conn_t *c, int reset) {
     from->flags &= ~HS_CONN_HELD;
     hs_conn_close(from, (from->flags & HS_CONN_EOF) ? "eof" : "pipe closed");
   }
-
-  c->h.handle.data = c;
-  c->timer.data = c;
   uv_close((uv_handle_t *)&c->timer, close_cb);
-  if (reset && !(c->flags & (HS_CONN_UNIX | HS_CONN_FIN_SENT)) &&
+  if (reset && !(c->flags & (HS_CONN_UNIX | HS_CONN_FIN_SENT | HS_CONN_CONNECTING)) &&
       uv_tcp_close_reset(&c->h.tcp, close_cb) == 0)
     return;
   uv_close(&c->h.handle, close_cb);
@@ -781,17 +630,18 @@ static void finish(hs_conn_t *c, int reset) {
 /* Close after queued output is flushed. Input is no longer read. */
 void hs_conn_close(hs_conn_t *c, const char *reason) {
   if (c->flags & HS_CONN_CLOSING) return;
-  if (c->input_error && !(c->flags & HS_CONN_FINISHED)) {
+  if (c->input_error) {
     linger_close(c, c->input_error); /* input is left unread: see frame_error */
     return;
   }
   c->flags |= HS_CONN_CLOSING | HS_CONN_FLUSHING;
+  c->flags &= ~HS_CONN_WANT;
   c->reason = reason;
   stop_reading(c);
   if (hs_conn_buffered(c) == 0) {
     finish(c, 0);
   } else {
-    hs_conn_timers_update(c); /* the write timeout bounds the wait */
+    hs_timers_update(c); /* the write timeout bounds the wait */
     hs_server_mark_dirty(c->srv, c);
   }
 }
@@ -824,17 +674,19 @@ void hs_conn_set_framing(hs_conn_t *c, const hs_framer_t *f) {
   c->framer = *f;
   c->scan = (hs_scan_t){0, 0};
   /* Outside a dispatch, bytes already here are framed anew on the next turn. */
-  if (!(c->flags & HS_CONN_DISPATCHING) && input_len(c))
-    hs_server_mark_pending(c->srv, c);
+  if (!(c->flags & HS_CONN_DISPATCHING) && input_len(c)) hs_server_mark_pending(c->srv, c);
 }
 
 /* ---- pipes ---- */
 
-/* conn:pipe(other): what from reads goes to `to`, with backpressure. */
+/* What from reads goes to `to`, with backpressure. UV_EINVAL when either
+ * end is taken already. */
 int hs_conn_pipe(hs_conn_t *from, hs_conn_t *to) {
-  if (from == to || from->pipe_to || to->pipe_from) return -1;
+  if (from == to || from->pipe_to || to->pipe_from) return UV_EINVAL;
   from->pipe_to = to;
   to->pipe_from = from;
+  from->flags &= ~HS_CONN_WANT;
+  hs_conn_start_reading(from);
   if (input_len(from) || (from->flags & HS_CONN_EOF)) hs_server_mark_pending(from->srv, from);
   return 0;
 }

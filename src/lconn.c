@@ -7,13 +7,15 @@
 
 #include <lauxlib.h>
 
-#include "hotsock.h"
+#include "host.h"
 
 #define CONN_MT "hotsock.conn"
 
 typedef struct hs_lbox {
-  hs_conn_t *c; /* NULL once the connection finished */
-  uint64_t id;  /* kept after close, for logs and tables keyed by id */
+  hs_conn_t *c;        /* NULL once the closed event ran */
+  uint64_t id;         /* kept after close, for logs and tables keyed by id */
+  int closed_by_script; /* kept after close: methods raise, else return nil, reason */
+  char reason[40];     /* kept after close: why it closed */
 } hs_lbox_t;
 
 /* Keep in the order of the F_* indexes below. */
@@ -21,30 +23,51 @@ static const char *const readonly[] = {"id",       "peer",     "peer_ip",   "pee
                                        "local_addr", "listener", "closed",  "outbound",
                                        "bytes_in", "bytes_out", NULL};
 
-/* Create the box for a new connection and keep it in the registry. */
-void hs_lconn_push_new(hs_server_t *srv, hs_conn_t *c) {
-  lua_State *L = srv->L;
+/* Make a box for a connection still to come, kept in the registry: its
+ * ref. MAY_LJMP (memory), so callers make it before the connection. */
+int hs_lconn_prepare(lua_State *L) {
   hs_lbox_t *b = lua_newuserdatauv(L, sizeof *b, 1);
+  memset(b, 0, sizeof *b);
+  luaL_setmetatable(L, CONN_MT);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Give c the box made by hs_lconn_prepare. */
+void hs_lconn_bind(hs_server_t *srv, hs_conn_t *c, int ref) {
+  lua_State *L = srv->lua.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  hs_lbox_t *b = lua_touserdata(L, -1);
   b->c = c;
   b->id = c->id;
-  luaL_setmetatable(L, CONN_MT);
-  c->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-void hs_lconn_push(hs_server_t *srv, hs_conn_t *c) {
-  lua_rawgeti(srv->L, LUA_REGISTRYINDEX, c->box_ref);
-}
-
-/* The connection finished: cut the box loose. Its fields stay readable. */
-void hs_lconn_clear(hs_server_t *srv, hs_conn_t *c) {
-  lua_State *L = srv->L;
-  if (c->box_ref == LUA_NOREF) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
-  hs_lbox_t *b = lua_touserdata(L, -1);
-  if (b) b->c = NULL;
   lua_pop(L, 1);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->box_ref);
-  c->box_ref = LUA_NOREF;
+  c->lua.box_ref = ref;
+}
+
+/* Create the box for a new connection and keep it in the registry. */
+void hs_lconn_new(hs_server_t *srv, hs_conn_t *c) {
+  hs_lconn_bind(srv, c, hs_lconn_prepare(srv->lua.L));
+}
+
+/* Push c's box onto L (any thread of the state). */
+void hs_lconn_push(lua_State *L, hs_conn_t *c) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua.box_ref);
+}
+
+/* The connection's closed event: cut the box loose. Its fields stay
+ * readable, and it remembers why the connection closed. */
+void hs_lconn_clear(hs_server_t *srv, hs_conn_t *c) {
+  lua_State *L = srv->lua.L;
+  if (c->lua.box_ref == HS_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->lua.box_ref);
+  hs_lbox_t *b = lua_touserdata(L, -1);
+  if (b) {
+    b->c = NULL;
+    b->closed_by_script = c->lua.closed_by_script;
+    snprintf(b->reason, sizeof b->reason, "%s", c->reason ? c->reason : "closed");
+  }
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->lua.box_ref);
+  c->lua.box_ref = HS_NOREF;
 }
 
 hs_conn_t *hs_lconn_test(lua_State *L, int idx) {
@@ -52,12 +75,26 @@ hs_conn_t *hs_lconn_test(lua_State *L, int idx) {
   return b ? b->c : NULL;
 }
 
-/* The open connection at idx, or raise. MAY_LJMP. */
-hs_conn_t *hs_lconn_check(lua_State *L, int idx) {
+/* The open connection at idx. A closed one raises when the script closed
+ * it itself (conn:close, conn:abort); one the host closed (the peer, a
+ * limit, a timeout, a stop) gives NULL with nil, reason pushed: a client
+ * cut off is not a script error. MAY_LJMP. */
+static hs_conn_t *check_open(lua_State *L, int idx) {
   hs_lbox_t *b = luaL_checkudata(L, idx, CONN_MT);
-  if (!b->c || !hs_conn_is_open(b->c)) luaL_error(L, "attempt to use a closed connection");
-  return b->c;
+  hs_conn_t *c = b->c;
+  if (c && hs_conn_is_open(c)) return c;
+  if (c ? c->lua.closed_by_script : b->closed_by_script)
+    luaL_error(L, "attempt to use a closed connection");
+  const char *r = c ? c->reason : b->reason;
+  lua_pushnil(L);
+  lua_pushstring(L, r && r[0] ? r : "closed");
+  return NULL;
 }
+
+/* For methods with no result of their own: return nil, reason when closed. */
+#define CHECK_OPEN(c, L, idx)          \
+  hs_conn_t *c = check_open((L), (idx)); \
+  if (!c) return 2
 
 typedef struct arg_sink {
   lua_State *L;
@@ -74,55 +111,55 @@ static void push_arg(void *ud, const char *a, size_t n) {
  * after a full collection if it takes one. Pushing a frame happens outside
  * any protected call, where a refused allocation would end the process. */
 static int lua_room(hs_server_t *srv, size_t need) {
-  size_t cap = srv->limits.max_lua_memory;
-  if (!cap || srv->lua_mem + need <= cap) return 1;
-  lua_gc(srv->L, LUA_GCCOLLECT);
-  return srv->lua_mem + need <= cap;
+  if (hs_script_room(srv, need)) return 1;
+  lua_gc(srv->lua.L, LUA_GCCOLLECT);
+  return hs_script_room(srv, need);
 }
 
-/* Push frame fr of p onto L: the bytes as a string, or with RESP framing a
- * table of the command's arguments. 0, or -1 (nothing pushed, c aborted)
- * when the Lua heap has no room for it. */
-int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *p,
-                        const hs_frame_t *fr) {
-  const char *m = p + fr->off;
+int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *m,
+                        size_t len) {
   if (f->kind != HS_FRAME_RESP) {
-    if (!lua_room(c->srv, fr->len + 64)) goto no_room;
-    lua_pushlstring(L, m, fr->len);
+    if (!lua_room(c->srv, len + 64)) goto no_room;
+    lua_pushlstring(L, m, len);
     return 0;
   }
   /* A table slot and a string header per argument, and the bytes. An
    * argument takes at least 2 bytes on the wire (an inline word and its
    * space; "$0\r\n\r\n" takes 6), so there are at most len / 2 + 1; only
    * when that bound does not fit are they counted. */
-  size_t need = 64 + (fr->len / 2 + 1) * 64 + fr->len;
+  size_t need = 64 + (len / 2 + 1) * 64 + len;
   if (!lua_room(c->srv, need)) {
-    long argc = hs_resp_argc(m, fr->len);
-    if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + fr->len)) goto no_room;
+    long argc = hs_resp_argc(m, len);
+    if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + len)) goto no_room;
   }
   lua_createtable(L, 4, 0); /* most commands; more grow it */
   arg_sink_t sink = {L, 0};
   char small[256], *scratch = small;
-  if (m[0] != '*' && fr->len > sizeof small && !(scratch = malloc(fr->len))) {
+  if (m[0] != '*' && len > sizeof small && !(scratch = malloc(len))) {
     lua_pop(L, 1);
     goto no_room;
   }
-  hs_resp_args(m, fr->len, scratch, push_arg, &sink);
+  hs_resp_args(m, len, scratch, push_arg, &sink);
   if (scratch != small) free(scratch);
   return 0;
 no_room:
   hs_log_conn(c->srv, c, HS_LOG_ERROR,
               "no room in the Lua heap for a %zu-byte message (max_lua_memory %zu); closing",
-              fr->len, c->srv->limits.max_lua_memory);
+              len, c->srv->limits.max_lua_memory);
   hs_conn_abort(c, "out of memory");
   return -1;
 }
 
-/* Append one value (a string, or a table of strings) to the output. MAY_LJMP. */
+#define SEND_CLOSED 1 /* send_value: the connection closed under it */
+
+/* Append one value (a string, or a table of strings) to the output: 0, a
+ * UV_* error, or SEND_CLOSED when a metamethod closed the connection.
+ * MAY_LJMP. */
 static int send_value(lua_State *L, hs_conn_t *c, int idx) {
   if (lua_type(L, idx) == LUA_TTABLE) {
-    lua_Integer n = luaL_len(L, idx);
+    lua_Integer n = luaL_len(L, idx); /* __len may run script code */
     for (lua_Integer i = 1; i <= n; i++) {
+      if (!hs_conn_is_open(c)) return SEND_CLOSED;
       lua_rawgeti(L, idx, i);
       size_t len;
       const char *s = lua_tolstring(L, -1, &len);
@@ -132,17 +169,17 @@ static int send_value(lua_State *L, hs_conn_t *c, int idx) {
       lua_pop(L, 1);
       if (r) return r;
     }
-    return 0;
+    return hs_conn_is_open(c) ? 0 : SEND_CLOSED;
   }
   size_t len;
-  const char *s = lua_tolstring(L, idx, &len);
+  const char *s = lua_tolstring(L, idx, &len); /* a number's __tostring is not called */
   if (!s) luaL_argerror(L, idx, lua_pushfstring(L, "string expected, got %s",
                                                  luaL_typename(L, idx)));
   return hs_conn_send(c, s, len);
 }
 
 static int conn_send(lua_State *L) {
-  hs_conn_t *c = hs_lconn_check(L, 1);
+  CHECK_OPEN(c, L, 1);
   int n = lua_gettop(L);
   if (c->flags & HS_CONN_SHUTDOWN) {
     lua_pushnil(L);
@@ -150,7 +187,13 @@ static int conn_send(lua_State *L) {
     return 2;
   }
   for (int i = 2; i <= n; i++) {
-    if (send_value(L, c, i) != 0) {
+    int r = send_value(L, c, i);
+    if (r == SEND_CLOSED) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "closed");
+      return 2;
+    }
+    if (r != 0) {
       hs_conn_abort(c, "out of memory");
       lua_pushnil(L);
       lua_pushliteral(L, "out of memory");
@@ -167,41 +210,49 @@ static int conn_send(lua_State *L) {
 }
 
 static int conn_close(lua_State *L) {
-  hs_conn_close(hs_lconn_check(L, 1), "closed");
+  CHECK_OPEN(c, L, 1);
+  c->lua.closed_by_script = 1;
+  hs_conn_close(c, "closed");
   return 0;
 }
 
 static int conn_abort(lua_State *L) {
-  hs_conn_abort(hs_lconn_check(L, 1), "aborted");
+  CHECK_OPEN(c, L, 1);
+  c->lua.closed_by_script = 1;
+  hs_conn_abort(c, "aborted");
   return 0;
 }
 
 static int conn_shutdown(lua_State *L) {
-  hs_conn_shutdown(hs_lconn_check(L, 1));
+  CHECK_OPEN(c, L, 1);
+  hs_conn_shutdown(c);
   return 0;
 }
 
 static int conn_pause(lua_State *L) {
-  hs_conn_pause(hs_lconn_check(L, 1));
+  CHECK_OPEN(c, L, 1);
+  hs_conn_pause(c);
   return 0;
 }
 
 static int conn_resume(lua_State *L) {
-  hs_conn_resume(hs_lconn_check(L, 1));
+  CHECK_OPEN(c, L, 1);
+  hs_conn_resume(c);
   return 0;
 }
 
 static int conn_buffered(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)hs_conn_buffered(hs_lconn_check(L, 1)));
+  CHECK_OPEN(c, L, 1);
+  lua_pushinteger(L, (lua_Integer)hs_conn_buffered(c));
   return 1;
 }
 
 static int conn_settimeouts(lua_State *L) {
-  hs_conn_t *c = hs_lconn_check(L, 1);
+  CHECK_OPEN(c, L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  const char *names[] = {"idle", "read", "write", "frame"};
-  uint64_t *dst[] = {&c->to.idle, &c->to.read, &c->to.write, &c->to.frame};
-  for (int i = 0; i < 4; i++) {
+  const char *names[] = {"idle", "read", "write", "frame", "first_byte"};
+  uint64_t *dst[] = {&c->to.idle, &c->to.read, &c->to.write, &c->to.frame, &c->to.first_byte};
+  for (int i = 0; i < 5; i++) {
     if (lua_getfield(L, 2, names[i]) != LUA_TNIL) {
       int isnum;
       lua_Number v = lua_tonumberx(L, -1, &isnum);
@@ -212,27 +263,35 @@ static int conn_settimeouts(lua_State *L) {
     }
     lua_pop(L, 1);
   }
-  hs_conn_timers_update(c);
+  if (hs_conn_is_open(c)) hs_timers_update(c); /* a getfield may have closed it */
   return 0;
 }
 
 static int conn_framing(lua_State *L) {
-  hs_conn_t *c = hs_lconn_check(L, 1);
+  CHECK_OPEN(c, L, 1);
   if (lua_isnoneornil(L, 2)) {
     lua_pushstring(L, hs_framer_name(&c->framer));
     return 1;
   }
   hs_framer_t f;
   char err[256];
-  if (hs_script_parse_framing(L, 2, &f, err, sizeof err) != 0)
+  if (hs_module_parse_framing(L, 2, &f, err, sizeof err) != 0)
     return luaL_error(L, "framing: %s", err);
-  hs_conn_set_framing(c, &f);
+  if (hs_conn_is_open(c)) hs_conn_set_framing(c, &f);
   return 0;
 }
 
+/* conn:receive(pattern). Returns the frame at once when the input already
+ * holds one; otherwise waits (yields) until the read path delivers it, or
+ * returns nil, err, partial. MAY_LJMP. */
 static int conn_receive(lua_State *L) {
-  hs_conn_t *c = hs_lconn_check(L, 1);
-  if (!(c->flags & HS_CONN_CORO) || !(c->co == L || (c->owner && c->owner->co == L)))
+  hs_conn_t *c = check_open(L, 1);
+  if (!c) {
+    lua_pushliteral(L, "");
+    return 3;
+  }
+  hs_conn_t *o = hs_coro_conn(L);
+  if (!(c->flags & HS_CONN_PULL) || !o || o->lua.co != L || hs_coro_reader(c) != o)
     return luaL_error(L, "receive works only in the handle(conn) coroutine of this "
                          "connection, or of the one that made it with hs.connect "
                          "(event-style scripts get messages in on_message)");
@@ -240,16 +299,44 @@ static int conn_receive(lua_State *L) {
   char err[256];
   if (lua_isnoneornil(L, 2)) {
     hs_framer_line(&f);
-  } else if (hs_script_parse_framing(L, 2, &f, err, sizeof err) != 0) {
+  } else if (hs_module_parse_framing(L, 2, &f, err, sizeof err) != 0) {
     return luaL_error(L, "receive: %s", err);
   }
   lua_settop(L, 1);
-  return hs_conn_receive(c, L, &f);
+  const char *msg, *why = NULL;
+  size_t len;
+  int r = hs_conn_read(c, &f, &msg, &len, &why);
+  if (r == HS_FRAME_OK) {
+    if (hs_lconn_push_frame(c, L, &f, msg, len) != 0) { /* c is aborted */
+      lua_pushnil(L);
+      lua_pushliteral(L, "out of memory");
+      lua_pushliteral(L, "");
+      return 3;
+    }
+    return 1;
+  }
+  if (r < 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    lua_pushliteral(L, "");
+    return 3;
+  }
+  if ((c->flags & HS_CONN_EOF) || !hs_conn_is_open(c)) {
+    const char *p;
+    size_t n;
+    hs_conn_take_partial(c, &p, &n);
+    lua_pushnil(L);
+    lua_pushstring(L, hs_conn_is_open(c) ? "closed" : c->reason);
+    lua_pushlstring(L, p, n);
+    return 3;
+  }
+  hs_conn_want(c);
+  return hs_coro_wait(L, o, HS_WAIT_READ, c);
 }
 
 static int conn_pipe(lua_State *L) {
-  hs_conn_t *from = hs_lconn_check(L, 1);
-  hs_conn_t *to = hs_lconn_check(L, 2);
+  CHECK_OPEN(from, L, 1);
+  CHECK_OPEN(to, L, 2);
   if (hs_conn_pipe(from, to) != 0)
     return luaL_error(L, "pipe: a connection can pipe to one other, and be piped to by one");
   return 0;

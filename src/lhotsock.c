@@ -5,63 +5,61 @@
 
 #include <lauxlib.h>
 
-#include "hotsock.h"
+#include "host.h"
 
 #define TIMER_MT "hotsock.timer"
 
-/* A timer made by hs.after / hs.every. C owns it; the Lua handle is a box
- * cleared when the timer ends. */
+/* A timer made by hs.after / hs.every. It lives in its Lua userdata (the
+ * handle the script gets), so its memory counts toward max_lua_memory; the
+ * registry keeps the userdata while libuv holds the uv_timer_t, until the
+ * close callback. The callback is the userdata's user value. */
 typedef struct hs_ltimer {
   uv_timer_t t;
   hs_server_t *srv;
-  int fn_ref;                   /* the callback */
-  int box_ref;                  /* the Lua handle, kept while the timer lives */
+  int box_ref;                   /* keeps the userdata while libuv holds t */
   int repeat;
-  int done;
+  int done;                      /* cancelled, fired once, or stopped */
   struct hs_ltimer *next, *prev; /* the server's list of live timers */
 } hs_ltimer_t;
 
-typedef struct {
-  hs_ltimer_t *t;
-} hs_ltimer_box_t;
+static void ltimer_close_cb(uv_handle_t *h) {
+  hs_ltimer_t *t = h->data;
+  hs_server_t *srv = t->srv;
+  int ref = t->box_ref;
+  t->box_ref = HS_NOREF;
+  luaL_unref(srv->lua.L, LUA_REGISTRYINDEX, ref); /* t may be collected from here on */
+}
 
-static void ltimer_close_cb(uv_handle_t *h) { free(h->data); }
-
-/* Stop the timer, drop its references, and free it after libuv lets go. */
+/* Stop the timer and let libuv go of it; the userdata is released in the
+ * close callback. */
 static void ltimer_end(hs_ltimer_t *t) {
   hs_server_t *srv = t->srv;
-  lua_State *L = srv->L;
   if (t->done) return;
   t->done = 1;
   uv_timer_stop(&t->t);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->box_ref);
-  hs_ltimer_box_t *b = lua_touserdata(L, -1);
-  if (b) b->t = NULL;
-  lua_pop(L, 1);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->box_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->fn_ref);
   if (t->prev) t->prev->next = t->next;
-  else srv->timers = t->next;
+  else srv->lua.timers = t->next;
   if (t->next) t->next->prev = t->prev;
+  t->next = t->prev = NULL;
   t->t.data = t;
   uv_close((uv_handle_t *)&t->t, ltimer_close_cb);
 }
 
 /* Cancel every live timer (the server is stopping). */
 void hs_lhotsock_stop_timers(hs_server_t *srv) {
-  while (srv->timers) ltimer_end(srv->timers);
+  while (srv->lua.timers) ltimer_end(srv->lua.timers);
 }
 
 static void ltimer_cb(uv_timer_t *h) {
   hs_ltimer_t *t = hs_container_of(h, hs_ltimer_t, t);
   hs_server_t *srv = t->srv;
-  lua_rawgeti(srv->L, LUA_REGISTRYINDEX, t->fn_ref);
-  if (!t->repeat) {
-    /* One-shot: end it first, so cancel() inside the callback is harmless. */
-    ltimer_end(t);
-    hs_script_call(srv, NULL, 0, "timer callback");
-    return;
-  }
+  lua_State *L = srv->lua.L;
+  if (!lua_checkstack(L, 2)) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->box_ref);
+  lua_getiuservalue(L, -1, 1); /* the callback */
+  lua_remove(L, -2);
+  /* One-shot: end it first, so cancel() inside the callback is harmless. */
+  if (!t->repeat) ltimer_end(t);
   hs_script_call(srv, NULL, 0, "timer callback");
 }
 
@@ -69,25 +67,29 @@ static int start_timer(lua_State *L, int repeat) {
   hs_server_t *srv = hs_server_from_lua(L);
   lua_Number ms = luaL_checknumber(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  luaL_argcheck(L, ms >= 0, 1, "ms must be >= 0");
+  luaL_argcheck(L, ms >= 0 && ms <= (lua_Number)HS_MAX_MS, 1, "ms must be from 0 to ten years");
   if (repeat) luaL_argcheck(L, ms >= 1, 1, "an every() period must be >= 1 ms");
-  hs_ltimer_t *t = calloc(1, sizeof *t);
-  if (!t) return luaL_error(L, "not enough memory");
-  hs_ltimer_box_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-  b->t = t;
+  if (srv->stopping) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "stopping");
+    return 2;
+  }
+  /* Every allocation (which may raise) comes before the timer starts. */
+  hs_ltimer_t *t = lua_newuserdatauv(L, sizeof *t, 1);
+  memset(t, 0, sizeof *t);
   luaL_setmetatable(L, TIMER_MT);
-  t->srv = srv;
-  t->repeat = repeat;
   lua_pushvalue(L, 2);
-  t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, -1);
   t->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->srv = srv;
+  t->repeat = repeat;
   uv_timer_init(srv->loop, &t->t);
   uint64_t due = (uint64_t)ms;
   uv_timer_start(&t->t, ltimer_cb, due, repeat ? due : 0);
-  t->next = srv->timers;
-  if (srv->timers) srv->timers->prev = t;
-  srv->timers = t;
+  t->next = srv->lua.timers;
+  if (srv->lua.timers) srv->lua.timers->prev = t;
+  srv->lua.timers = t;
   return 1;
 }
 
@@ -95,34 +97,39 @@ static int hs_after(lua_State *L) { return start_timer(L, 0); }
 static int hs_every(lua_State *L) { return start_timer(L, 1); }
 
 static int timer_cancel(lua_State *L) {
-  hs_ltimer_box_t *b = luaL_checkudata(L, 1, TIMER_MT);
-  int was = b->t != NULL;
-  if (b->t) ltimer_end(b->t);
+  hs_ltimer_t *t = luaL_checkudata(L, 1, TIMER_MT);
+  int was = !t->done && t->srv;
+  if (was) ltimer_end(t);
   lua_pushboolean(L, was);
   return 1;
 }
 
 static int timer_active(lua_State *L) {
-  hs_ltimer_box_t *b = luaL_checkudata(L, 1, TIMER_MT);
-  lua_pushboolean(L, b->t != NULL);
+  hs_ltimer_t *t = luaL_checkudata(L, 1, TIMER_MT);
+  lua_pushboolean(L, !t->done && t->srv);
   return 1;
+}
+
+/* The handle coroutine running as L, or raise. MAY_LJMP. */
+static hs_conn_t *own_coroutine(lua_State *L, const char *what) {
+  hs_conn_t *c = hs_coro_conn(L);
+  if (!c || c->lua.co != L) luaL_error(L, "%s works only in a handle(conn) coroutine", what);
+  return c;
 }
 
 /* hs.sleep(ms): only in a connection's handle coroutine. */
 static int hs_sleep(lua_State *L) {
   lua_Number ms = luaL_checknumber(L, 1);
-  hs_conn_t *c = *(hs_conn_t **)lua_getextraspace(L);
-  if (!c || c->co != L)
-    return luaL_error(L, "hs.sleep works only in a handle(conn) coroutine");
+  hs_conn_t *c = own_coroutine(L, "hs.sleep");
   if (!hs_conn_is_open(c)) {
     lua_pushnil(L);
-    lua_pushliteral(L, "closed");
+    lua_pushstring(L, c->reason ? c->reason : "closed");
     return 2;
   }
-  c->wait = HS_WAIT_SLEEP;
-  c->sleep_until = uv_now(c->srv->loop) + (uint64_t)(ms > 0 ? ms : 0);
-  hs_conn_timers_update(c);
-  return lua_yield(L, 0);
+  if (!(ms <= (lua_Number)HS_MAX_MS)) ms = (lua_Number)HS_MAX_MS;
+  lua_settop(L, 0);
+  hs_timers_set_alarm(c, uv_now(c->srv->loop) + (uint64_t)(ms > 0 ? ms : 0));
+  return hs_coro_wait(L, c, HS_WAIT_SLEEP, c);
 }
 
 /* hs.connect(host, port [, opts]): an outbound TCP connection. Inside a
@@ -130,7 +137,9 @@ static int hs_sleep(lua_State *L) {
  * nil, err. Elsewhere it returns the connection at once and its events go to
  * the handlers in opts (on_connect, on_message, on_close, on_drain,
  * on_timeout, on_error). opts.timeout (ms, default 10000) bounds the connect;
- * opts.framing (default "raw") frames its input for on_message. */
+ * opts.framing (default "raw") frames its input for on_message. While the
+ * server stops, and when the memory it needs would pass max_lua_memory, it
+ * returns nil, err. */
 static int hs_connect(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
   const char *host = luaL_checkstring(L, 1);
@@ -145,46 +154,59 @@ static int hs_connect(lua_State *L) {
     if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
       int isnum;
       lua_Number v = lua_tonumberx(L, -1, &isnum);
-      if (!isnum || v <= 0) return luaL_error(L, "hs.connect: timeout must be a number of ms > 0");
+      if (!isnum || !(v > 0 && v <= (lua_Number)HS_MAX_MS))
+        return luaL_error(L, "hs.connect: timeout must be a number of ms > 0");
       timeout = (lua_Integer)v;
     }
     lua_pop(L, 1);
     if (lua_getfield(L, 3, "framing") != LUA_TNIL) {
       char err[256];
-      if (hs_script_parse_framing(L, -1, &f, err, sizeof err) != 0)
+      if (hs_module_parse_framing(L, -1, &f, err, sizeof err) != 0)
         return luaL_error(L, "hs.connect: framing: %s", err);
     }
     lua_pop(L, 1);
   }
   /* In a handle coroutine: the caller waits, and reads with receive. */
-  hs_conn_t *owner = *(hs_conn_t **)lua_getextraspace(L);
-  if (owner && owner->co != L) owner = NULL;
+  hs_conn_t *owner = hs_coro_conn(L);
+  if (owner && owner->lua.co != L) owner = NULL;
   if (owner && !hs_conn_is_open(owner)) {
     lua_pushnil(L);
-    lua_pushliteral(L, "closed");
+    lua_pushstring(L, owner->reason ? owner->reason : "closed");
     return 2;
   }
-  int href = LUA_NOREF;
+  if (!hs_script_room(srv, sizeof(hs_conn_t) + 512)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not enough memory (max_lua_memory)");
+    return 2;
+  }
+  /* Lua allocations first (they may raise), then the connection. */
+  int href = HS_NOREF;
   if (!owner && has_opts) {
     lua_pushvalue(L, 3);
     href = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  int box_ref = hs_lconn_prepare(L);
   char err[256];
-  hs_conn_t *c = hs_conn_connect(srv, host, (int)port, (uint64_t)timeout, &f, href, owner,
-                                 err, sizeof err);
+  hs_conn_t *c = hs_outbound_connect(srv, host, (int)port, (uint64_t)timeout, &f, err, sizeof err);
   if (!c) {
-    if (href != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, href);
+    if (href != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, href);
+    luaL_unref(L, LUA_REGISTRYINDEX, box_ref);
     lua_pushnil(L);
     lua_pushstring(L, err);
     return 2;
   }
+  c->lua.handlers_ref = href;
+  hs_lconn_bind(srv, c, box_ref);
   if (!owner) {
-    hs_lconn_push(srv, c);
+    hs_lconn_push(L, c);
     return 1;
   }
-  c->wait = HS_WAIT_CONNECT;
-  owner->wait = HS_WAIT_PEER;
-  return lua_yield(L, 0);
+  c->flags |= HS_CONN_PULL;
+  c->lua.owner = owner;
+  c->lua.sibling = owner->lua.children;
+  owner->lua.children = c;
+  lua_settop(L, 0);
+  return hs_coro_wait(L, owner, HS_WAIT_CONNECT, c);
 }
 
 static int hs_now(lua_State *L) {
@@ -192,13 +214,15 @@ static int hs_now(lua_State *L) {
   return 1;
 }
 
-/* A snapshot of the live connections as a list of boxes. */
+/* A snapshot of the live clients as a list of boxes, built on L (any
+ * thread). MAY_LJMP. */
 static int push_clients(lua_State *L, hs_server_t *srv) {
   int n = 0;
-  lua_newtable(L);
-  for (hs_conn_t *c = srv->conns; c; c = c->next) {
+  hs_conn_t *c;
+  lua_createtable(L, (int)(srv->stats.active < 1u << 20 ? srv->stats.active : 0), 0);
+  TAILQ_FOREACH(c, &srv->conns, link) {
     if (!hs_conn_is_open(c) || (c->flags & HS_CONN_OUTBOUND)) continue;
-    hs_lconn_push(srv, c);
+    hs_lconn_push(L, c);
     lua_rawseti(L, -2, ++n);
   }
   return n;
@@ -285,7 +309,7 @@ static int log_at(lua_State *L) {
   luaL_pushresult(&b);
   size_t len;
   const char *s = lua_tolstring(L, -1, &len);
-  hs_log_write(level, srv->current ? srv->current->id : 0, s, len);
+  hs_log_write(level, srv->lua.current ? srv->lua.current->id : 0, s, len);
   return 0;
 }
 
@@ -312,7 +336,7 @@ static int hs_stats(lua_State *L) {
            {"generation", s->generation},
            {"connects", s->connects},
            {"connect_failed", s->connect_failed},
-           {"lua_memory", srv->lua_mem},
+           {"lua_memory", srv->lua.lua_mem},
            {"lua_memory_limit", srv->limits.max_lua_memory}};
   lua_createtable(L, 0, (int)(sizeof f / sizeof *f));
   for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
@@ -324,7 +348,7 @@ static int hs_stats(lua_State *L) {
 
 static int hs_reload(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
-  hs_server_request_reload(srv, "hs.reload");
+  hs_script_request_reload(srv, "hs.reload");
   return 0;
 }
 
@@ -354,7 +378,7 @@ int hs_lhotsock_open(lua_State *L) {
     lua_setfield(L, -2, levels[i]);
   }
   lua_setfield(L, -2, "log");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->shared_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.shared_ref);
   lua_setfield(L, -2, "shared");
   lua_pushliteral(L, HS_VERSION);
   lua_setfield(L, -2, "version");

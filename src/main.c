@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hotsock.h"
+#include "host.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -37,8 +37,8 @@ static void usage(FILE *f) {
           "      --handler-budget MS time one event may take (default 100)\n"
           "      --max-lua-memory BYTES  Lua heap cap (default 256 MiB)\n"
           "      --timeout NAME=MS   a client timeout: idle, read, write (default\n"
-          "                          60000) or frame (default 30000); 0 turns it\n"
-          "                          off. Repeatable, or comma-separated.\n"
+          "                          60000), frame or first_byte (default 30000);\n"
+          "                          0 turns it off. Repeatable, or comma-separated.\n"
           "  -V, --version           print the version\n"
           "  -h, --help              print this help\n"
           "\n"
@@ -85,22 +85,23 @@ static int parse_ms(const char *opt, const char *s, size_t *out) {
 
 /* --timeout idle=30000[,frame=0...]: set cli timeouts; -1 on a bad one. */
 static int parse_timeouts(const char *arg, hs_timeouts_t *to) {
-  static const char *const names[] = {"idle", "read", "write", "frame"};
+  static const char *const names[] = {"idle", "read", "write", "frame", "first_byte"};
   const char *p = arg;
   while (*p) {
     const char *eq = strchr(p, '='), *comma = strchr(p, ',');
     if (!comma) comma = p + strlen(p);
     uint64_t *slot = NULL;
-    for (int i = 0; eq && eq < comma && i < 4; i++)
+    uint64_t *slots[] = {&to->idle, &to->read, &to->write, &to->frame, &to->first_byte};
+    for (int i = 0; eq && eq < comma && i < 5; i++)
       if ((size_t)(eq - p) == strlen(names[i]) && strncmp(p, names[i], (size_t)(eq - p)) == 0)
-        slot = i == 0 ? &to->idle : i == 1 ? &to->read : i == 2 ? &to->write : &to->frame;
+        slot = slots[i];
     char *end = NULL;
     errno = 0;
     int digit = slot && eq[1] >= '0' && eq[1] <= '9'; /* strtoull skips spaces, takes '-' */
     unsigned long long v = digit ? strtoull(eq + 1, &end, 10) : 0;
     if (!digit || errno || end != comma || v > HS_MAX_MS) {
-      fprintf(stderr, "hotsock: --timeout takes NAME=MS with NAME idle, read, write or "
-                      "frame and MS at most %llu, not \"%s\"\n", HS_MAX_MS, arg);
+      fprintf(stderr, "hotsock: --timeout takes NAME=MS with NAME idle, read, write, "
+                      "frame or first_byte and MS at most %llu, not \"%s\"\n", HS_MAX_MS, arg);
       return -1;
     }
     *slot = v;
@@ -130,8 +131,8 @@ int main(int argc, char **argv) {
   hs_server_t srv;
   memset(&srv, 0, sizeof srv);
   srv.log_level = HS_LOG_INFO;
-  srv.load_budget = 500;
-  srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
+  srv.lua.load_budget = 500;
+  srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
   int nlisten = 0, watch = 1, ch;
   size_t v;
@@ -140,7 +141,7 @@ int main(int argc, char **argv) {
   while ((ch = getopt_long(argc, argv, "+l:Vh", opts, NULL)) != -1) {
     switch (ch) {
     case 'l': listen[nlisten++] = optarg; break;
-    case OPT_CHECK: srv.check_only = 1; break;
+    case OPT_CHECK: srv.lua.check_only = 1; break;
     case OPT_NO_WATCH: watch = 0; break;
     case OPT_LOG_LEVEL:
       srv.log_level = hs_log_parse_level(optarg);
@@ -192,36 +193,36 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  srv.script_path = argv[optind];
-  srv.argc = argc - optind - 1;
-  srv.argv = argv + optind + 1;
-  FILE *probe = fopen(srv.script_path, "r");
+  srv.lua.script_path = argv[optind];
+  srv.lua.argc = argc - optind - 1;
+  srv.lua.argv = argv + optind + 1;
+  FILE *probe = fopen(srv.lua.script_path, "r");
   if (!probe) {
-    fprintf(stderr, "hotsock: cannot open script %s: %s\n", srv.script_path, strerror(errno));
+    fprintf(stderr, "hotsock: cannot open script %s: %s\n", srv.lua.script_path, strerror(errno));
     return 2;
   }
   fclose(probe);
   char real[PATH_MAX];
-  if (realpath(srv.script_path, real)) {
+  if (realpath(srv.lua.script_path, real)) {
     char *slash = strrchr(real, '/');
     if (slash) *slash = 0;
-    snprintf(srv.script_dir, sizeof srv.script_dir, "%s", real[0] ? real : "/");
+    snprintf(srv.lua.script_dir, sizeof srv.lua.script_dir, "%s", real[0] ? real : "/");
   } else {
-    snprintf(srv.script_dir, sizeof srv.script_dir, ".");
+    snprintf(srv.lua.script_dir, sizeof srv.lua.script_dir, ".");
   }
 
   /* A peer that goes away mid-write is a normal close, not a signal. */
   signal(SIGPIPE, SIG_IGN);
 
   uv_loop_t *loop = uv_default_loop();
-  if (hs_server_init(&srv, loop) != 0 || hs_script_open(&srv) != 0) {
+  if (hs_server_init(&srv, loop, &hs_host_events) != 0 || hs_script_open(&srv) != 0) {
     fprintf(stderr, "hotsock: out of memory at start-up\n");
     return 1;
   }
-  /* The heap cap applies from the first load on. */
-  srv.limits.max_lua_memory = srv.cli.max_lua_memory ? srv.cli.max_lua_memory
-                                                     : 256u * 1024 * 1024;
-  srv.limits.handler_budget = 100;
+  /* The heap cap and the budget apply from the first load on. */
+  hs_limits_default(&srv.limits);
+  if (srv.cli.max_lua_memory) srv.limits.max_lua_memory = srv.cli.max_lua_memory;
+  if (srv.cli.handler_budget) srv.limits.handler_budget = srv.cli.handler_budget;
   char err[4096];
   if (hs_script_load(&srv, err, sizeof err) != 0) {
     fprintf(stderr, "hotsock: %s\n", err);
@@ -229,10 +230,10 @@ int main(int argc, char **argv) {
   }
   char **addrs = NULL;
   int naddrs = 0;
-  if (!nlisten) naddrs = hs_script_listen_addrs(&srv, &addrs);
-  if (srv.check_only) {
-    printf("%s: OK (%s style, framing %s)\n", srv.script_path,
-           srv.coro_style ? "coroutine" : "event", hs_framer_name(&srv.framer));
+  if (!nlisten) naddrs = hs_module_listen_addrs(&srv, &addrs);
+  if (srv.lua.check_only) {
+    printf("%s: OK (%s style, framing %s)\n", srv.lua.script_path,
+           srv.lua.coro_style ? "coroutine" : "event", hs_framer_name(&srv.framer));
     return 0;
   }
   hs_server_signals(&srv);
@@ -261,6 +262,10 @@ int main(int argc, char **argv) {
   hs_log(&srv, HS_LOG_INFO, "stopped");
   hs_script_close(&srv);
   hs_server_free(&srv);
-  uv_loop_close(loop);
+  /* Every handle closed and every connection freed: a clean stop. */
+  if (uv_loop_close(loop) != 0) {
+    hs_log(&srv, HS_LOG_ERROR, "the loop still has open handles at exit (a bug)");
+    return 1;
+  }
   return srv.exit_code;
 }

@@ -10,7 +10,7 @@
 
 #include <lauxlib.h>
 
-#include "hotsock.h"
+#include "host.h"
 
 /* t[k] without metamethods. The module and the tables in it are read raw:
  * no script code runs while C looks up a handler or a setting, so a module
@@ -27,7 +27,7 @@ static const char *const handler_names[] = {
     "on_error",   "on_reload",  "on_shutdown", "handle",   "on_frame_error", NULL};
 
 /* Parse a framing spec at idx (a string or a table). 0, or -1 with err. */
-int hs_script_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
+int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) == LUA_TSTRING) {
     const char *s = lua_tostring(L, idx);
@@ -163,7 +163,7 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
   }
   if (hs_rawfield(L, idx, "framing") != LUA_TNIL) {
     char ferr[200];
-    if (hs_script_parse_framing(L, -1, f, ferr, sizeof ferr) != 0) {
+    if (hs_module_parse_framing(L, -1, f, ferr, sizeof ferr) != 0) {
       snprintf(err, errlen, "framing: %s", ferr);
       lua_pop(L, 1);
       return err;
@@ -203,10 +203,10 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
   if (r > 0) lim->backlog = v > INT_MAX ? INT_MAX : (int)v;
   int t = hs_rawfield(L, idx, "timeouts");
   if (t == LUA_TTABLE) {
-    const char *names[] = {"idle", "read", "write", "frame"};
+    const char *names[] = {"idle", "read", "write", "frame", "first_byte"};
     uint64_t *dst[] = {&lim->timeouts.idle, &lim->timeouts.read, &lim->timeouts.write,
-                       &lim->timeouts.frame};
-    for (int i = 0; i < 4; i++) {
+                       &lim->timeouts.frame, &lim->timeouts.first_byte};
+    for (int i = 0; i < 5; i++) {
       r = get_size(L, -1, names[i], &v, 1, err, errlen);
       if (r < 0) {
         lua_pop(L, 1);
@@ -223,10 +223,10 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     while (lua_next(L, -2)) {
       const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
       int ok = 0;
-      for (int i = 0; i < 4; i++) ok |= strcmp(k, names[i]) == 0;
+      for (int i = 0; i < 5; i++) ok |= strcmp(k, names[i]) == 0;
       lua_pop(L, 1);
       if (!ok) {
-        snprintf(err, errlen, "unknown timeout \"%s\" (idle, read, write, frame)", k);
+        snprintf(err, errlen, "unknown timeout \"%s\" (idle, read, write, frame, first_byte)", k);
         lua_pop(L, 2);
         return err;
       }
@@ -262,7 +262,8 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
 }
 
 
-static void default_limits(hs_limits_t *l) {
+/* The default of every limit, in one place. */
+void hs_limits_default(hs_limits_t *l) {
   memset(l, 0, sizeof *l);
   l->max_clients = 10000;
   l->max_frame = 64 * 1024;
@@ -278,6 +279,7 @@ static void default_limits(hs_limits_t *l) {
   l->timeouts.read = 0;
   l->timeouts.write = 60000;
   l->timeouts.frame = 30000;
+  l->timeouts.first_byte = 30000;
 }
 
 /* Command-line settings win over the module's. */
@@ -294,20 +296,14 @@ static void apply_cli(const hs_limits_t *cli, hs_limits_t *l) {
   if (cli->timeouts.read != HS_UNSET) l->timeouts.read = cli->timeouts.read;
   if (cli->timeouts.write != HS_UNSET) l->timeouts.write = cli->timeouts.write;
   if (cli->timeouts.frame != HS_UNSET) l->timeouts.frame = cli->timeouts.frame;
-}
-
-const char *hs_script_validate(lua_State *L, int idx, char *err, size_t errlen) {
-  hs_limits_t lim;
-  hs_framer_t f;
-  memset(&lim, 0, sizeof lim);
-  return read_module(L, idx, &lim, &f, err, errlen);
+  if (cli->timeouts.first_byte != HS_UNSET) l->timeouts.first_byte = cli->timeouts.first_byte;
 }
 
 /* Read the module at idx: defaults, then its settings, then cli's (NULL for
  * none). NULL, or err filled and returned. */
 const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_limits_t *lim,
                            hs_framer_t *f, char *err, size_t errlen) {
-  default_limits(lim);
+  hs_limits_default(lim);
   hs_framer_raw(f);
   if (read_module(L, idx, lim, f, err, errlen)) return err;
   if (cli) apply_cli(cli, lim);
@@ -316,11 +312,11 @@ const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_lim
 
 /* The addresses the module's listen field names, copied into *addrs (free
  * each and the array). Returns how many. */
-int hs_script_listen_addrs(hs_server_t *srv, char ***addrs) {
-  lua_State *L = srv->L;
+int hs_module_listen_addrs(hs_server_t *srv, char ***addrs) {
+  lua_State *L = srv->lua.L;
   int top = lua_gettop(L);
   *addrs = NULL;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
   int t = hs_rawfield(L, -1, "listen");
   if (t == LUA_TNIL) {
     lua_settop(L, top);

@@ -18,7 +18,7 @@ typedef struct hs_connect_req {
 
 /* The connection finishes while its connect is under way: the request's
  * callback will find no connection and only free the request. */
-void hs_conn_forget_connect(hs_conn_t *c) {
+void hs_outbound_forget(hs_conn_t *c) {
   if (!c->creq) return;
   c->creq->c = NULL;
   c->creq = NULL;
@@ -71,18 +71,11 @@ static void connect_cb(uv_connect_t *req, int status) {
               sizeof c->peer_ip, &c->peer_port);
   hs_log_conn(srv, c, HS_LOG_DEBUG, "connected to %s", c->peer);
   hs_conn_start_reading(c);
-  if (c->owner && c->wait == HS_WAIT_CONNECT) {
-    lua_rawgeti(c->owner->co, LUA_REGISTRYINDEX, c->box_ref);
-    hs_conn_resume_waiter(c, 1);
-  } else if (!c->owner && hs_conn_handler(c, "on_connect")) {
-    hs_lconn_push(srv, c);
-    hs_script_call(srv, c, 1, "on_connect");
-  }
-  if (hs_conn_is_open(c)) {
-    if (hs_conn_buffered(c) || (c->flags & (HS_CONN_SHUTDOWN | HS_CONN_FLUSHING)))
-      hs_server_mark_dirty(srv, c);
-    hs_conn_timers_update(c);
-  }
+  srv->ev->connected(c);
+  if (c->flags & HS_CONN_FINISHED) return;
+  if (hs_conn_buffered(c) || (c->flags & (HS_CONN_SHUTDOWN | HS_CONN_FLUSHING)))
+    hs_server_mark_dirty(srv, c);
+  hs_timers_update(c);
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -110,14 +103,17 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   hs_conn_abort(c, c->reason_buf);
 }
 
-/* Start an outbound TCP connection to host:port. With an owner, its
- * coroutine is the one that will wait on the result and read from it;
- * without, handlers_ref names the handler table for its events (or
- * LUA_NOREF). The Lua box exists on return. NULL with err on a failure
- * known at once. */
-hs_conn_t *hs_conn_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
-                           const hs_framer_t *f, int handlers_ref, hs_conn_t *owner,
-                           char *err, size_t errlen) {
+/* Start an outbound TCP connection to host:port; its framing is f. The
+ * connection is in the live list on return, connecting; events.connected or
+ * events.closed tells how it went. NULL with err on a failure known at once
+ * (UV_* text), or "stopping" while the server stops. */
+hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port,
+                               uint64_t timeout, const hs_framer_t *f, char *err,
+                               size_t errlen) {
+  if (srv->stopping) {
+    snprintf(err, errlen, "stopping");
+    return NULL;
+  }
   struct sockaddr_storage ss;
   int literal = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0 ||
                 uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0;
@@ -152,18 +148,9 @@ hs_conn_t *hs_conn_connect(hs_server_t *srv, const char *host, int port, uint64_
     return NULL;
   }
   c->creq = r;
-  c->handlers_ref = handlers_ref;
-  if (owner) {
-    c->flags |= HS_CONN_CORO;
-    c->owner = owner;
-    c->sibling = owner->children;
-    owner->children = c;
-  }
-  c->next = srv->conns; /* into the live list, so a stop closes it too */
-  if (srv->conns) srv->conns->prev = c;
-  srv->conns = c;
-  hs_lconn_push_new(srv, c);
+  srv->outbound_mem += sizeof *c;
+  TAILQ_INSERT_TAIL(&srv->conns, c, link); /* so a stop closes it too */
   c->connect_deadline = uv_now(srv->loop) + (timeout ? timeout : 1);
-  hs_conn_timers_update(c);
+  hs_timers_update(c);
   return c;
 }

@@ -12,7 +12,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "hotsock.h"
+#include "host.h"
 
 #define HOOK_COUNT 1000 /* instructions between budget checks */
 
@@ -28,20 +28,24 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   size_t old = ptr ? osize : 0;
   if (nsize == 0) {
     free(ptr);
-    srv->lua_mem -= old;
+    srv->lua.lua_mem -= old;
     return NULL;
   }
   /* The cap holds while script code runs (inside a budgeted, protected
    * call), where a refusal is a catchable error. Between calls the host's
    * own small pushes (a handler's name, a close reason, a new connection's
    * box) may pass it: refused there, they would end the process. */
-  if (nsize > old && srv->limits.max_lua_memory && srv->budget_depth > 0 &&
-      srv->lua_mem + (nsize - old) > srv->limits.max_lua_memory)
+  if (nsize > old && srv->lua.budget_depth > 0 && !hs_script_room(srv, nsize - old))
     return NULL;
   void *p = realloc(ptr, nsize);
   if (!p) return NULL;
-  srv->lua_mem = srv->lua_mem - old + nsize;
+  srv->lua.lua_mem = srv->lua.lua_mem - old + nsize;
   return p;
+}
+
+int hs_script_room(hs_server_t *srv, size_t n) {
+  size_t cap = srv->limits.max_lua_memory;
+  return !cap || srv->lua.lua_mem + srv->outbound_mem + n <= cap;
 }
 
 /* The budget's clock, in ns. Coarse (the kernel's tick, a few ms): it is
@@ -83,18 +87,18 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   hs_server_t *srv = hs_server_from_lua(L);
   (void)ar;
   /* A thread left raising on every instruction by an earlier stop. */
-  if ((srv->budget_depth == 0 || !srv->budget_tripped) && lua_gethookcount(L) != HOOK_COUNT)
+  if ((srv->lua.budget_depth == 0 || !srv->lua.budget_tripped) && lua_gethookcount(L) != HOOK_COUNT)
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
-  if (srv->budget_depth == 0) return;
-  if (!srv->budget_tripped) {
-    if (budget_clock() < srv->budget_deadline) return;
-    srv->budget_tripped = 1;
-    if (L != srv->L) lua_sethook(srv->L, budget_hook, LUA_MASKCOUNT, 1);
-    if (srv->current && srv->current->co && srv->current->co != L)
-      lua_sethook(srv->current->co, budget_hook, LUA_MASKCOUNT, 1);
+  if (srv->lua.budget_depth == 0) return;
+  if (!srv->lua.budget_tripped) {
+    if (budget_clock() < srv->lua.budget_deadline) return;
+    srv->lua.budget_tripped = 1;
+    if (L != srv->lua.L) lua_sethook(srv->lua.L, budget_hook, LUA_MASKCOUNT, 1);
+    if (srv->lua.current && srv->lua.current->lua.co && srv->lua.current->lua.co != L)
+      lua_sethook(srv->lua.current->lua.co, budget_hook, LUA_MASKCOUNT, 1);
   }
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
-  luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->budget_ms);
+  luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->lua.budget_ms);
 }
 
 static int no_sethook(lua_State *L) {
@@ -103,21 +107,21 @@ static int no_sethook(lua_State *L) {
 }
 
 void hs_script_budget_start(hs_server_t *srv, uint64_t ms) {
-  if (srv->budget_depth++ > 0) return;
-  srv->budget_ms = ms;
-  srv->budget_tripped = 0;
-  srv->budget_deadline = ms ? budget_clock() + budget_tick() + ms * 1000000u : UINT64_MAX;
+  if (srv->lua.budget_depth++ > 0) return;
+  srv->lua.budget_ms = ms;
+  srv->lua.budget_tripped = 0;
+  srv->lua.budget_deadline = ms ? budget_clock() + budget_tick() + ms * 1000000u : UINT64_MAX;
 }
 
 /* End a budgeted call; returns 1 when its budget ran out. */
 int hs_script_budget_stop(hs_server_t *srv) {
-  int tripped = srv->budget_tripped;
-  if (--srv->budget_depth > 0) return tripped;
+  int tripped = srv->lua.budget_tripped;
+  if (--srv->lua.budget_depth > 0) return tripped;
   if (tripped) {
-    srv->budget_tripped = 0;
-    lua_sethook(srv->L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
-    if (srv->current && srv->current->co)
-      lua_sethook(srv->current->co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    srv->lua.budget_tripped = 0;
+    lua_sethook(srv->lua.L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    if (srv->lua.current && srv->lua.current->lua.co)
+      lua_sethook(srv->lua.current->lua.co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   }
   return tripped;
 }
@@ -137,8 +141,8 @@ static int msgh(lua_State *L) {
 
 /* Push module[name] when it is a function and return 1; else push nothing. */
 int hs_script_get_handler(hs_server_t *srv, const char *name) {
-  lua_State *L = srv->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
+  lua_State *L = srv->lua.L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
   if (hs_rawfield(L, -1, name) == LUA_TFUNCTION) {
     lua_remove(L, -2);
     return 1;
@@ -147,67 +151,78 @@ int hs_script_get_handler(hs_server_t *srv, const char *name) {
   return 0;
 }
 
+/* The module changed: look its on_message up once, for every message. */
+static void cache_on_message(hs_server_t *srv) {
+  lua_State *L = srv->lua.L;
+  if (srv->lua.on_message_ref != HS_NOREF)
+    luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.on_message_ref);
+  srv->lua.on_message_ref = HS_NOREF;
+  if (hs_script_get_handler(srv, "on_message"))
+    srv->lua.on_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 /* End the probation of the module in service: the previous one is let go. */
 static void probation_end(hs_server_t *srv) {
-  if (srv->prev_module_ref != LUA_NOREF)
-    luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->prev_module_ref);
-  srv->prev_module_ref = LUA_NOREF;
-  srv->probation_until = 0;
-  srv->probation_errors = 0;
+  if (srv->lua.prev_module_ref != LUA_NOREF)
+    luaL_unref(srv->lua.L, LUA_REGISTRYINDEX, srv->lua.prev_module_ref);
+  srv->lua.prev_module_ref = LUA_NOREF;
+  srv->lua.probation_until = 0;
+  srv->lua.probation_errors = 0;
 }
 
 /* A handler error while a freshly reloaded module is on probation: after
  * rollback_errors of them within the window, go back to the previous module.
  * The swap is deferred to the before-sleep pass, outside any handler. */
 static void probation_error(hs_server_t *srv) {
-  if (!srv->probation_until) return;
-  if (uv_now(srv->loop) > srv->probation_until) {
+  if (!srv->lua.probation_until) return;
+  if (uv_now(srv->loop) > srv->lua.probation_until) {
     probation_end(srv);
     return;
   }
-  if (++srv->probation_errors >= srv->probation_limit)
-    hs_server_request_reload(srv, "rollback");
+  if (++srv->lua.probation_errors >= srv->lua.probation_limit)
+    hs_script_request_reload(srv, "rollback");
 }
 
 /* Go back to the module that served before the last reload. */
 static void rollback(hs_server_t *srv) {
-  if (srv->prev_module_ref == LUA_NOREF) return;
-  luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->module_ref);
-  srv->module_ref = srv->prev_module_ref;
-  srv->prev_module_ref = LUA_NOREF;
-  srv->limits = srv->prev_limits;
-  srv->framer = srv->prev_framer;
+  if (srv->lua.prev_module_ref == LUA_NOREF) return;
+  luaL_unref(srv->lua.L, LUA_REGISTRYINDEX, srv->lua.module_ref);
+  srv->lua.module_ref = srv->lua.prev_module_ref;
+  srv->lua.prev_module_ref = LUA_NOREF;
+  cache_on_message(srv);
+  srv->limits = srv->lua.prev_limits;
+  srv->framer = srv->lua.prev_framer;
   srv->stats.generation++;
   hs_log(srv, HS_LOG_ERROR,
          "rolled back: the new code raised %d error(s) within its probation of "
          "%llu ms; generation %llu runs the previous code",
-         srv->probation_errors, (unsigned long long)srv->probation_window,
+         srv->lua.probation_errors, (unsigned long long)srv->lua.probation_window,
          (unsigned long long)srv->stats.generation);
-  srv->probation_until = 0;
-  srv->probation_errors = 0;
+  srv->lua.probation_until = 0;
+  srv->lua.probation_errors = 0;
 }
 
 /* A handler failed; the error (with traceback) is on top of L. Count it, give
  * it to on_error when the script has one, else log it and close the
  * connection. Pops the error. */
-static void handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what,
-                           int status, int tripped) {
-  lua_State *L = srv->L;
+void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, int status,
+                              int tripped) {
+  lua_State *L = srv->lua.L;
   srv->stats.handler_errors++;
   if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
   probation_error(srv);
   if (tripped) {
     srv->stats.handler_timeouts++;
     hs_log_conn(srv, c, HS_LOG_ERROR, "%s exceeded handler_budget (%llu ms)%s", what,
-                (unsigned long long)srv->budget_ms, c ? "; closing" : "");
+                (unsigned long long)srv->lua.budget_ms, c ? "; closing" : "");
     lua_pop(L, 1);
     if (c && hs_conn_is_open(c)) hs_conn_abort(c, "handler timeout");
     return;
   }
   if (c && hs_conn_is_open(c) && strcmp(what, "on_error") != 0 &&
-      strcmp(what, "on_close") != 0 && hs_conn_handler(c, "on_error")) {
+      strcmp(what, "on_close") != 0 && hs_host_handler(srv, L, c, "on_error")) {
     lua_insert(L, -2);        /* on_error, err */
-    hs_lconn_push(srv, c);    /* on_error, err, conn */
+    hs_lconn_push(L, c);      /* on_error, err, conn */
     lua_insert(L, -2);        /* on_error, conn, err */
     hs_script_call(srv, c, 2, "on_error");
     return;
@@ -222,16 +237,16 @@ static void handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what,
  * handler budget, with a traceback on error. c is the connection the call is
  * about (or NULL). Returns the Lua status; errors are handled here. */
 int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what) {
-  lua_State *L = srv->L;
+  lua_State *L = srv->lua.L;
   int base = lua_gettop(L) - nargs;
   lua_pushcfunction(L, msgh);
   lua_insert(L, base);
-  hs_conn_t *prev = srv->current;
-  srv->current = c;
+  hs_conn_t *prev = srv->lua.current;
+  srv->lua.current = c;
   hs_script_budget_start(srv, srv->limits.handler_budget);
   int st = lua_pcall(L, nargs, 0, base);
   int tripped = hs_script_budget_stop(srv);
-  srv->current = prev;
+  srv->lua.current = prev;
   lua_remove(L, base);
   if (st == LUA_OK && tripped) {
     /* `return pcall(spin)` catches the stop and returns with no instruction
@@ -239,52 +254,7 @@ int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what) 
     lua_pushnil(L);
     st = LUA_ERRRUN;
   }
-  if (st != LUA_OK) handler_failed(srv, c, what, st, tripped);
-  return st;
-}
-
-/* Resume c's handler coroutine with nargs values already pushed on it. */
-int hs_script_resume(hs_server_t *srv, hs_conn_t *c, int nargs) {
-  lua_State *L = srv->L, *co = c->co;
-  int nres;
-  hs_conn_t *prev = srv->current;
-  srv->current = c;
-  c->co_running = 1;
-  hs_script_budget_start(srv, srv->limits.handler_budget);
-  int st = lua_resume(co, L, nargs, &nres);
-  int tripped = hs_script_budget_stop(srv);
-  c->co_running = 0;
-  srv->current = prev;
-  if (st == LUA_YIELD) {
-    lua_pop(co, nres);
-    if (c->flags & HS_CONN_FINISHED) {
-      hs_conn_drop_coroutine(c);
-    } else if (c->wait == HS_WAIT_NONE) {
-      srv->stats.handler_errors++;
-      hs_log_conn(srv, c, HS_LOG_ERROR,
-                  "handle yielded without waiting on anything (a bare coroutine.yield?); "
-                  "closing this connection");
-      hs_conn_drop_coroutine(c);
-      hs_conn_close(c, "handler error");
-    }
-    return st;
-  }
-  if (st == LUA_OK && !tripped) {
-    lua_settop(co, 0);
-    hs_conn_drop_coroutine(c);
-    if (hs_conn_is_open(c)) hs_conn_close(c, "closed");
-    return st;
-  }
-  if (st == LUA_OK) { /* it returned, but over budget (see hs_script_call) */
-    lua_settop(co, 0);
-    lua_pushliteral(co, "handler exceeded its time budget");
-    st = LUA_ERRRUN;
-  }
-  const char *msg = lua_tostring(co, -1);
-  luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
-  hs_conn_drop_coroutine(c);
-  handler_failed(srv, c, "handle", st, tripped);
-  if (hs_conn_is_open(c)) hs_conn_close(c, "handler error");
+  if (st != LUA_OK) hs_script_handler_failed(srv, c, what, st, tripped);
   return st;
 }
 
@@ -311,11 +281,11 @@ static void stopped_at(const char *tb, char *out, size_t outlen) {
  * check what it returns, and on success make it the module. The old module
  * stays in place on any failure. Returns 0, or -1 with err filled. */
 int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
-  lua_State *L = srv->L;
+  lua_State *L = srv->lua.L;
   int top = lua_gettop(L);
   lua_pushcfunction(L, msgh);
   int base = lua_gettop(L);
-  int st = luaL_loadfile(L, srv->script_path);
+  int st = luaL_loadfile(L, srv->lua.script_path);
   if (st != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_settop(L, top);
@@ -329,9 +299,9 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, -2);
   if (!lua_setupvalue(L, base + 1, 1)) lua_pop(L, 1);
-  for (int i = 0; i < srv->argc; i++) lua_pushstring(L, srv->argv[i]);
-  hs_script_budget_start(srv, srv->load_budget);
-  st = lua_pcall(L, srv->argc, 1, base);
+  for (int i = 0; i < srv->lua.argc; i++) lua_pushstring(L, srv->lua.argv[i]);
+  hs_script_budget_start(srv, srv->lua.load_budget);
+  st = lua_pcall(L, srv->lua.argc, 1, base);
   int tripped = hs_script_budget_stop(srv);
   if (st == LUA_OK && tripped) { /* a chunk that ends in `return pcall(spin)` */
     lua_pop(L, 1);
@@ -343,7 +313,7 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
       char at[256];
       stopped_at(lua_tostring(L, -1), at, sizeof at);
       snprintf(err, errlen, "%s: loading took longer than %llu ms (stopped there)",
-               at[0] ? at : srv->script_path, (unsigned long long)srv->load_budget);
+               at[0] ? at : srv->lua.script_path, (unsigned long long)srv->lua.load_budget);
     } else
       snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_settop(L, top);
@@ -354,15 +324,16 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   hs_framer_t f;
   char merr[512];
   if (hs_module_read(L, -1, &srv->cli, &lim, &f, merr, sizeof merr)) {
-    snprintf(err, errlen, "%s: %s", srv->script_path, merr);
+    snprintf(err, errlen, "%s: %s", srv->lua.script_path, merr);
     lua_settop(L, top);
     return -1;
   }
   hs_rawfield(L, -1, "handle");
-  srv->coro_style = lua_type(L, -1) == LUA_TFUNCTION;
+  srv->lua.coro_style = lua_type(L, -1) == LUA_TFUNCTION;
   lua_pop(L, 1);
-  if (srv->module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->module_ref);
-  srv->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (srv->lua.module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
+  srv->lua.module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  cache_on_message(srv);
   srv->limits = lim;
   srv->framer = f;
   lua_settop(L, top);
@@ -377,17 +348,86 @@ static void set_path(lua_State *L, const char *field, const char *prefix) {
   lua_pop(L, 2);
 }
 
+/* setmetatable and debug.setmetatable, refusing a metatable with __gc:
+ * Lua runs finalizers with hooks off, so a finalizer written in Lua would
+ * run outside the handler budget (a loop in one stalls every client for
+ * good). Upvalue 1 is the original function. */
+static int no_gc_setmetatable(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lua_pushliteral(L, "__gc");
+    int t = lua_rawget(L, 2);
+    lua_pop(L, 1);
+    if (t != LUA_TNIL)
+      return luaL_error(L, "setmetatable: a metatable with __gc is not allowed in hotsock "
+                           "scripts (finalizers run outside handler_budget); close "
+                           "resources in on_close or with a <close> variable");
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+static void guard_finalizers(lua_State *L) {
+  lua_getglobal(L, "setmetatable");
+  lua_pushcclosure(L, no_gc_setmetatable, 1);
+  lua_setglobal(L, "setmetatable");
+  if (lua_getglobal(L, "debug") == LUA_TTABLE) {
+    lua_getfield(L, -1, "setmetatable");
+    lua_pushcclosure(L, no_gc_setmetatable, 1);
+    lua_setfield(L, -2, "setmetatable");
+  }
+  lua_pop(L, 1);
+}
+
+/* os.exit from a script: log it and stop as SIGTERM does (on_shutdown,
+ * queued output drains), then exit with the code given. */
+static int script_exit(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  int code = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? 0 : 1)
+                                 : (int)luaL_optinteger(L, 1, 0);
+  hs_log(srv, HS_LOG_WARN, "os.exit(%d) called by the script: stopping as on SIGTERM", code);
+  hs_host_request_exit(srv, code);
+  return 0;
+}
+
+/* Lua's warnings (warn() in a script, an error in a C library's __gc) go
+ * to the log, one line per message; "@on"/"@off" control messages are
+ * ignored. */
+static void warn_to_log(void *ud, const char *msg, int tocont) {
+  hs_server_t *srv = ud;
+  char *buf = srv->lua.warn_buf;
+  size_t *len = &srv->lua.warn_len;
+  if (*len == 0 && !tocont && msg[0] == '@') return;
+  size_t n = strlen(msg);
+  if (n > sizeof srv->lua.warn_buf - *len) n = sizeof srv->lua.warn_buf - *len;
+  memcpy(buf + *len, msg, n);
+  *len += n;
+  if (tocont) return;
+  if (HS_LOG_WARN >= srv->log_level)
+    hs_log_write(HS_LOG_WARN, srv->lua.current ? srv->lua.current->id : 0, buf, *len);
+  *len = 0;
+}
+
+void hs_script_request_reload(hs_server_t *srv, const char *trigger) {
+  if (strcmp(trigger, "rollback") == 0)
+    srv->lua.rollback_pending = 1;
+  else
+    srv->lua.reload_trigger = trigger;
+  hs_server_wake(srv);
+}
+
 /* Create the Lua state: libraries, the hotsock module, package.path with the
  * script's folder and the shipped helpers, and the arg table. */
 int hs_script_open(hs_server_t *srv) {
   lua_State *L = lua_newstate(l_alloc, srv);
   if (!L) return -1;
-  srv->L = L;
+  srv->lua.L = L;
   /* The extra space names the connection a handle coroutine serves; threads
    * start with a copy of the main thread's, so it must say "none" here. */
   *(hs_conn_t **)lua_getextraspace(L) = NULL;
-  srv->module_ref = LUA_NOREF;
-  srv->prev_module_ref = LUA_NOREF;
+  srv->lua.module_ref = LUA_NOREF;
+  srv->lua.prev_module_ref = LUA_NOREF;
   luaL_openlibs(L);
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   /* The count hook is what enforces handler_budget: a script may not take
@@ -397,6 +437,14 @@ int hs_script_open(hs_server_t *srv) {
     lua_setfield(L, -2, "sethook");
   }
   lua_pop(L, 1);
+  guard_finalizers(L);
+  if (lua_getglobal(L, "os") == LUA_TTABLE) {
+    lua_pushcfunction(L, script_exit);
+    lua_setfield(L, -2, "exit");
+  }
+  lua_pop(L, 1);
+  lua_setwarnf(L, warn_to_log, srv);
+  hs_coro_open(L);
   hs_lconn_open(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, hs_lhotsock_open);
@@ -408,8 +456,8 @@ int hs_script_open(hs_server_t *srv) {
   char exe[4096];
   size_t sz = sizeof exe;
   char paths[3 * 4096 + 512];
-  int off = snprintf(paths, sizeof paths, "%s/?.lua;%s/?/init.lua", srv->script_dir,
-                     srv->script_dir);
+  int off = snprintf(paths, sizeof paths, "%s/?.lua;%s/?/init.lua", srv->lua.script_dir,
+                     srv->lua.script_dir);
   if (uv_exepath(exe, &sz) == 0) {
     char *slash = strrchr(exe, '/');
     if (slash) *slash = 0;
@@ -420,23 +468,23 @@ int hs_script_open(hs_server_t *srv) {
   if (extra && *extra) snprintf(paths + off, sizeof paths - (size_t)off, ";%s", extra);
   set_path(L, "path", paths);
 
-  lua_createtable(L, srv->argc, 1);
-  lua_pushstring(L, srv->script_path);
+  lua_createtable(L, srv->lua.argc, 1);
+  lua_pushstring(L, srv->lua.script_path);
   lua_rawseti(L, -2, 0);
-  for (int i = 0; i < srv->argc; i++) {
-    lua_pushstring(L, srv->argv[i]);
+  for (int i = 0; i < srv->lua.argc; i++) {
+    lua_pushstring(L, srv->lua.argv[i]);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setglobal(L, "arg");
 
   lua_newtable(L);
-  srv->shared_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  srv->lua.shared_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
 void hs_script_close(hs_server_t *srv) {
-  if (srv->L) lua_close(srv->L);
-  srv->L = NULL;
+  if (srv->lua.L) lua_close(srv->lua.L);
+  srv->lua.L = NULL;
 }
 
 /* Modules the script required from its own folder are loaded again on each
@@ -449,14 +497,14 @@ static int is_local_module(const hs_server_t *srv, const char *name) {
   size_t n = strlen(name);
   if (n == 0 || n >= sizeof rel) return 0;
   for (size_t i = 0; i <= n; i++) rel[i] = name[i] == '.' ? '/' : name[i];
-  int w = snprintf(path, sizeof path, "%s/%s.lua", srv->script_dir, rel);
+  int w = snprintf(path, sizeof path, "%s/%s.lua", srv->lua.script_dir, rel);
   if (w > 0 && (size_t)w < sizeof path && access(path, F_OK) == 0) return 1;
-  w = snprintf(path, sizeof path, "%s/%s/init.lua", srv->script_dir, rel);
+  w = snprintf(path, sizeof path, "%s/%s/init.lua", srv->lua.script_dir, rel);
   return w > 0 && (size_t)w < sizeof path && access(path, F_OK) == 0;
 }
 
 static void forget_local_modules(hs_server_t *srv) {
-  lua_State *L = srv->L;
+  lua_State *L = srv->lua.L;
   lua_newtable(L);
   int saved = lua_gettop(L);
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -484,7 +532,7 @@ static void forget_local_modules(hs_server_t *srv) {
 
 /* Put back what forget_local_modules saved (the table on top), or drop it. */
 static void restore_local_modules(hs_server_t *srv, int put_back) {
-  lua_State *L = srv->L;
+  lua_State *L = srv->lua.L;
   int saved = lua_gettop(L);
   if (put_back) {
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -503,13 +551,13 @@ static void restore_local_modules(hs_server_t *srv, int put_back) {
  * Its error or time-out fails the reload: returns -1 with err filled. It
  * does not count as a handler error (nor against a probation). */
 static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errlen) {
-  lua_State *L = srv->L;
+  lua_State *L = srv->lua.L;
   int top = lua_gettop(L);
   if (!hs_script_get_handler(srv, "on_reload")) return 0;
   lua_pushcfunction(L, msgh);
   lua_insert(L, top + 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
-  hs_script_budget_start(srv, srv->load_budget);
+  hs_script_budget_start(srv, srv->lua.load_budget);
   int st = lua_pcall(L, 1, 0, top + 1);
   int tripped = hs_script_budget_stop(srv);
   if (st == LUA_OK && tripped) { /* `return pcall(spin)`: over time all the same */
@@ -521,7 +569,7 @@ static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errle
       char at[256];
       stopped_at(lua_tostring(L, -1), at, sizeof at);
       snprintf(err, errlen, "%s%son_reload took longer than %llu ms (stopped there)", at,
-               at[0] ? ": " : "", (unsigned long long)srv->load_budget);
+               at[0] ? ": " : "", (unsigned long long)srv->lua.load_budget);
     } else {
       const char *msg = lua_tostring(L, -1);
       snprintf(err, errlen, "on_reload: %s", msg ? msg : "(error object is not a string)");
@@ -535,35 +583,36 @@ static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errle
 /* Load the script again and swap modules only when everything succeeded:
  * the chunk ran, returned a valid module, and its on_reload(old) ran. */
 int hs_script_reload(hs_server_t *srv, const char *trigger) {
-  lua_State *L = srv->L;
+  lua_State *L = srv->lua.L;
   if (strcmp(trigger, "rollback") == 0) {
     rollback(srv);
     return 0;
   }
   char err[2048];
   uint64_t t0 = uv_hrtime();
-  int old_ref = srv->module_ref;
+  int old_ref = srv->lua.module_ref;
   hs_limits_t old_limits = srv->limits;
   hs_framer_t old_framer = srv->framer;
-  int old_style = srv->coro_style;
+  int old_style = srv->lua.coro_style;
   /* Keep the old module alive while the new one loads. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
-  srv->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  srv->lua.module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   forget_local_modules(srv);
   int r = hs_script_load(srv, err, sizeof err);
   if (r == 0) r = call_on_reload(srv, old_ref, err, sizeof err);
-  if (r == 0 && srv->coro_style != old_style) {
+  if (r == 0 && srv->lua.coro_style != old_style) {
     snprintf(err, sizeof err, "a reload cannot switch between handle and event style");
     r = -1;
   }
   restore_local_modules(srv, r != 0);
   double ms = (double)(uv_hrtime() - t0) / 1e6;
   if (r != 0) {
-    if (srv->module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->module_ref);
-    srv->module_ref = old_ref;
+    if (srv->lua.module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
+    srv->lua.module_ref = old_ref;
+    cache_on_message(srv);
     srv->limits = old_limits;
     srv->framer = old_framer;
-    srv->coro_style = old_style;
+    srv->lua.coro_style = old_style;
     srv->stats.reload_failed++;
     hs_log(srv, HS_LOG_ERROR,
            "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s", trigger, ms,
@@ -572,20 +621,20 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   }
   /* Probation: keep the old module until the window passes cleanly. */
   probation_end(srv);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->module_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
   if (hs_rawfield(L, -1, "reload") == LUA_TTABLE) {
     hs_rawfield(L, -1, "rollback_errors");
     hs_rawfield(L, -2, "within");
     lua_Integer n = lua_tointeger(L, -2), within = lua_tointeger(L, -1);
     lua_pop(L, 2);
     if (n > 0) {
-      srv->prev_module_ref = old_ref;
+      srv->lua.prev_module_ref = old_ref;
       old_ref = LUA_NOREF;
-      srv->prev_limits = old_limits;
-      srv->prev_framer = old_framer;
-      srv->probation_limit = (int)n;
-      srv->probation_window = within > 0 ? (uint64_t)within : 10000;
-      srv->probation_until = uv_now(srv->loop) + srv->probation_window;
+      srv->lua.prev_limits = old_limits;
+      srv->lua.prev_framer = old_framer;
+      srv->lua.probation_limit = (int)n;
+      srv->lua.probation_window = within > 0 ? (uint64_t)within : 10000;
+      srv->lua.probation_until = uv_now(srv->loop) + srv->lua.probation_window;
     }
   }
   lua_pop(L, 2);

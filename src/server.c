@@ -10,8 +10,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <lauxlib.h>
-
 #include "hotsock.h"
 
 #define RBUF_SIZE (64 * 1024)
@@ -19,8 +17,13 @@
 static void prepare_cb(uv_prepare_t *h);
 static void idle_cb(uv_idle_t *h) { (void)h; }
 
-int hs_server_init(hs_server_t *srv, uv_loop_t *loop) {
+int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev) {
   srv->loop = loop;
+  srv->ev = ev;
+  TAILQ_INIT(&srv->conns);
+  TAILQ_INIT(&srv->dirty);
+  TAILQ_INIT(&srv->pending);
+  TAILQ_INIT(&srv->closed);
   srv->rbuf_size = RBUF_SIZE;
   srv->rbuf = malloc(RBUF_SIZE);
   if (!srv->rbuf) return UV_ENOMEM;
@@ -37,58 +40,47 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop) {
 void hs_server_mark_dirty(hs_server_t *srv, hs_conn_t *c) {
   if (c->flags & (HS_CONN_DIRTY | HS_CONN_FINISHED)) return;
   c->flags |= HS_CONN_DIRTY;
-  c->dirty_next = srv->dirty;
-  srv->dirty = c;
+  TAILQ_INSERT_TAIL(&srv->dirty, c, dirty);
 }
 
 void hs_server_mark_pending(hs_server_t *srv, hs_conn_t *c) {
   if (c->flags & (HS_CONN_PENDING | HS_CONN_FINISHED)) return;
   c->flags |= HS_CONN_PENDING;
-  c->pending_next = srv->pending;
-  srv->pending = c;
-  uv_idle_start(&srv->idle, idle_cb); /* do not sleep before it is handled */
+  TAILQ_INSERT_TAIL(&srv->pending, c, queue);
+  hs_server_wake(srv);
 }
 
-/* A rollback is kept apart from the other triggers: a SIGHUP or a save in
- * the same loop turn must not replace it. Both run, the rollback first. */
-void hs_server_request_reload(hs_server_t *srv, const char *trigger) {
-  if (strcmp(trigger, "rollback") == 0)
-    srv->rollback_pending = 1;
-  else
-    srv->reload_trigger = trigger;
-  uv_idle_start(&srv->idle, idle_cb);
+/* Do not sleep before the before-sleep pass ran again. */
+void hs_server_wake(hs_server_t *srv) {
+  if (!srv->closing_all) uv_idle_start(&srv->idle, idle_cb);
 }
 
-/* Before the loop sleeps: reload if asked, deliver input of connections that
- * were resumed or re-framed, then write out everything gathered during this
- * iteration, one write per connection. */
+/* Before the loop sleeps (as Redis does in beforeSleep): the host's own
+ * work (reloads), then input of connections that were resumed or re-framed,
+ * then the closed events in the order the closes happened, then one write
+ * per connection of everything gathered in this iteration. Each step can
+ * make work for the others (an on_close sends, a flush fails and closes),
+ * so it goes round until all is done. */
 static void prepare_cb(uv_prepare_t *h) {
   hs_server_t *srv = hs_container_of(h, hs_server_t, prepare);
-  if (srv->rollback_pending) {
-    srv->rollback_pending = 0;
-    hs_script_reload(srv, "rollback");
+  hs_conn_t *c;
+  srv->ev->before_sleep(srv);
+  for (;;) {
+    if ((c = TAILQ_FIRST(&srv->pending)) != NULL) {
+      TAILQ_REMOVE(&srv->pending, c, queue);
+      c->flags &= ~HS_CONN_PENDING;
+      hs_conn_dispatch(c);
+    } else if ((c = TAILQ_FIRST(&srv->closed)) != NULL) {
+      hs_conn_deliver_closed(c);
+    } else if ((c = TAILQ_FIRST(&srv->dirty)) != NULL) {
+      TAILQ_REMOVE(&srv->dirty, c, dirty);
+      c->flags &= ~HS_CONN_DIRTY;
+      hs_conn_flush(c);
+    } else {
+      break;
+    }
   }
-  if (srv->reload_trigger) {
-    const char *t = srv->reload_trigger;
-    srv->reload_trigger = NULL;
-    hs_script_reload(srv, t);
-  }
-  hs_conn_t *list = srv->pending;
-  srv->pending = NULL;
-  while (list) {
-    hs_conn_t *c = list;
-    list = c->pending_next;
-    c->flags &= ~HS_CONN_PENDING;
-    hs_conn_dispatch(c);
-  }
-  while (srv->dirty) {
-    hs_conn_t *c = srv->dirty;
-    srv->dirty = c->dirty_next;
-    c->flags &= ~HS_CONN_DIRTY;
-    hs_conn_flush(c);
-  }
-  if (!srv->pending && !srv->reload_trigger && !srv->rollback_pending)
-    uv_idle_stop(&srv->idle);
+  if (!srv->closing_all) uv_idle_stop(&srv->idle);
 }
 
 /* Format a socket address as "ip:port" or "[v6]:port". */
@@ -339,7 +331,10 @@ static void walk_close(uv_handle_t *h, void *arg) {
 static void close_all(hs_server_t *srv) {
   if (srv->closing_all) return;
   srv->closing_all = 1;
-  hs_lhotsock_stop_timers(srv);
+  /* Closed events still due run now: a second signal does not wait for
+   * the before-sleep pass, and no connection is left unfreed. */
+  hs_conn_t *c;
+  while ((c = TAILQ_FIRST(&srv->closed)) != NULL) hs_conn_deliver_closed(c);
   close_listeners(srv);
   uv_close((uv_handle_t *)&srv->prepare, NULL);
   uv_close((uv_handle_t *)&srv->idle, NULL);
@@ -347,47 +342,51 @@ static void close_all(hs_server_t *srv) {
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);
-  hs_watch_stop(srv);
+  srv->ev->closing(srv);
   uv_walk(srv->loop, walk_close, NULL);
+}
+
+/* Reset every connection still open. Closing never unlinks or frees one
+ * (that happens after its closed event), so the walk sees them all. */
+static void abort_all(hs_server_t *srv) {
+  hs_conn_t *c;
+  TAILQ_FOREACH(c, &srv->conns, link) hs_conn_abort(c, "shutdown");
 }
 
 static void drain_timeout_cb(uv_timer_t *t) {
   hs_server_t *srv = hs_container_of(t, hs_server_t, drain_timer);
   int n = 0;
-  for (hs_conn_t *c = srv->conns; c; c = c->next) n++;
+  hs_conn_t *c;
+  TAILQ_FOREACH(c, &srv->conns, link) n += !(c->flags & HS_CONN_FINISHED);
   if (n)
     hs_log(srv, HS_LOG_WARN, "drain_timeout (%llu ms) passed; dropping %d connection(s)",
            (unsigned long long)srv->limits.drain_timeout, n);
-  while (srv->conns) hs_conn_abort(srv->conns, "shutdown");
+  abort_all(srv);
 }
 
-/* Called when the last connection closed during a stop, and by the stop
+/* Called when the last connection was freed during a stop, and by the stop
  * sequence itself. */
 void hs_server_stop(hs_server_t *srv) {
   if (!srv->stopping) return;
-  if (srv->conns) return;
+  if (!TAILQ_EMPTY(&srv->conns)) return;
   close_all(srv);
 }
 
-/* SIGINT/SIGTERM: stop accepting, on_shutdown, close every connection after
+/* Stop accepting, tell the host (on_shutdown), close every connection after
  * its output drains (up to drain_timeout), then leave the loop. */
-static void begin_stop(hs_server_t *srv, int signum) {
+void hs_server_begin_stop(hs_server_t *srv, const char *why) {
+  if (srv->stopping) return;
   srv->stopping = 1;
-  hs_log(srv, HS_LOG_INFO, "%s: stopping (%llu client(s), drain_timeout %llu ms)",
-         signum == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)srv->stats.active,
-         (unsigned long long)srv->limits.drain_timeout);
+  hs_log(srv, HS_LOG_INFO, "%s: stopping (%llu client(s), drain_timeout %llu ms)", why,
+         (unsigned long long)srv->stats.active, (unsigned long long)srv->limits.drain_timeout);
   close_listeners(srv);
-  if (hs_script_get_handler(srv, "on_shutdown")) hs_script_call(srv, NULL, 0, "on_shutdown");
-  hs_lhotsock_stop_timers(srv);
-  /* Closing may unlink connections: walk a stable copy of the list. */
-  for (hs_conn_t *c = srv->conns, *next; c; c = next) {
-    next = c->next;
-    hs_conn_close(c, "shutdown");
-  }
-  if (srv->conns) {
+  srv->ev->stopping(srv);
+  hs_conn_t *c;
+  TAILQ_FOREACH(c, &srv->conns, link) hs_conn_close(c, "shutdown");
+  if (!TAILQ_EMPTY(&srv->conns)) {
     uv_timer_start(&srv->drain_timer, drain_timeout_cb, srv->limits.drain_timeout, 0);
     uv_ref((uv_handle_t *)&srv->drain_timer);
-    /* prepare_cb flushes; keep it running. */
+    hs_server_wake(srv); /* the before-sleep pass delivers the closes */
   } else {
     close_all(srv);
   }
@@ -396,16 +395,16 @@ static void begin_stop(hs_server_t *srv, int signum) {
 static void signal_cb(uv_signal_t *h, int signum) {
   hs_server_t *srv = h->data;
   if (signum == SIGHUP) {
-    hs_server_request_reload(srv, "SIGHUP");
+    srv->ev->hangup(srv);
     return;
   }
   if (srv->stopping) {
     hs_log(srv, HS_LOG_WARN, "second signal: stopping now");
-    while (srv->conns) hs_conn_abort(srv->conns, "shutdown");
+    abort_all(srv);
     close_all(srv);
     return;
   }
-  begin_stop(srv, signum);
+  hs_server_begin_stop(srv, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
 int hs_server_signals(hs_server_t *srv) {

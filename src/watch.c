@@ -14,7 +14,7 @@
 
 #include <lauxlib.h>
 
-#include "hotsock.h"
+#include "host.h"
 
 #define DEBOUNCE_MS 50
 #define MAX_CHANGED 8
@@ -48,7 +48,7 @@ typedef struct hs_watch {
 static const char *half_saved(hs_watch_t *w, const char *name) {
   char path[4096];
   struct stat st;
-  int n = snprintf(path, sizeof path, "%s/%s", w->srv->script_dir, name);
+  int n = snprintf(path, sizeof path, "%s/%s", w->srv->lua.script_dir, name);
   if (n < 0 || (size_t)n >= sizeof path) return NULL;
   if (stat(path, &st) != 0) return "missing";
   if (S_ISREG(st.st_mode) && st.st_size == 0) return "empty";
@@ -67,11 +67,11 @@ static void debounce_cb(uv_timer_t *t) {
       return;
     }
   }
-  hs_server_request_reload(w->srv, "file change");
+  hs_script_request_reload(w->srv, "file change");
 }
 
 static int is_loaded(hs_watch_t *w, const char *mod) {
-  lua_State *L = w->srv->L;
+  lua_State *L = w->srv->lua.L;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushstring(L, mod);
   int loaded = lua_rawget(L, -2) != LUA_TNIL;
@@ -131,14 +131,14 @@ static int module_dir(hs_server_t *srv, const char *mod, char *rel, size_t relsz
   size_t n = strlen(mod);
   if (n == 0 || n >= sizeof r) return -1;
   for (size_t i = 0; i <= n; i++) r[i] = mod[i] == '.' ? '/' : mod[i];
-  int k = snprintf(path, sizeof path, "%s/%s.lua", srv->script_dir, r);
+  int k = snprintf(path, sizeof path, "%s/%s.lua", srv->lua.script_dir, r);
   if (k > 0 && (size_t)k < sizeof path && access(path, F_OK) == 0) {
     char *slash = strrchr(r, '/');
     if (slash) *slash = 0;
     else r[0] = 0;
     return snprintf(rel, relsz, "%s", r) < (int)relsz ? 0 : -1;
   }
-  k = snprintf(path, sizeof path, "%s/%s/init.lua", srv->script_dir, r);
+  k = snprintf(path, sizeof path, "%s/%s/init.lua", srv->lua.script_dir, r);
   if (k > 0 && (size_t)k < sizeof path && access(path, F_OK) == 0)
     return snprintf(rel, relsz, "%s", r) < (int)relsz ? 0 : -1;
   return -1;
@@ -150,11 +150,11 @@ static void watch_subdir(hs_watch_t *w, const char *rel) {
     if (strcmp(w->sub[i].rel, rel) == 0) return;
   if (w->nsub == MAX_SUBDIRS) {
     hs_log(srv, HS_LOG_WARN, "not watching %s/%s: already %d folders of modules watched; "
-           "SIGHUP reloads", srv->script_dir, rel, MAX_SUBDIRS);
+           "SIGHUP reloads", srv->lua.script_dir, rel, MAX_SUBDIRS);
     return;
   }
   char path[4096];
-  int k = snprintf(path, sizeof path, "%s/%s", srv->script_dir, rel);
+  int k = snprintf(path, sizeof path, "%s/%s", srv->lua.script_dir, rel);
   if (k < 0 || (size_t)k >= sizeof path) return;
   hs_subdir_t *d = &w->sub[w->nsub];
   snprintf(d->rel, sizeof d->rel, "%s", rel);
@@ -175,9 +175,9 @@ static void watch_subdir(hs_watch_t *w, const char *rel) {
 /* After a load: watch the folders below the script's that hold modules it
  * loaded. Folders no longer used stay watched; their events match nothing. */
 void hs_watch_refresh(hs_server_t *srv) {
-  hs_watch_t *w = srv->watch;
+  hs_watch_t *w = srv->lua.watch;
   if (!w) return;
-  lua_State *L = srv->L;
+  lua_State *L = srv->lua.L;
   char rel[200];
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   int loaded = lua_gettop(L);
@@ -197,9 +197,9 @@ static void watch_close_cb(uv_handle_t *h) {
 }
 
 void hs_watch_stop(hs_server_t *srv) {
-  hs_watch_t *w = srv->watch;
+  hs_watch_t *w = srv->lua.watch;
   if (!w) return;
-  srv->watch = NULL;
+  srv->lua.watch = NULL;
   uv_close((uv_handle_t *)&w->ev, watch_close_cb);
   uv_close((uv_handle_t *)&w->debounce, watch_close_cb);
   for (int i = 0; i < w->nsub; i++) {
@@ -211,24 +211,24 @@ void hs_watch_stop(hs_server_t *srv) {
 int hs_watch_start(hs_server_t *srv) {
   hs_watch_t *w = calloc(1, sizeof *w);
   if (!w) return UV_ENOMEM;
-  const char *base = strrchr(srv->script_path, '/');
-  snprintf(w->file, sizeof w->file, "%s", base ? base + 1 : srv->script_path);
+  const char *base = strrchr(srv->lua.script_path, '/');
+  snprintf(w->file, sizeof w->file, "%s", base ? base + 1 : srv->lua.script_path);
   w->srv = srv;
   uv_fs_event_init(srv->loop, &w->ev);
   uv_timer_init(srv->loop, &w->debounce);
   w->ev.data = w->debounce.data = w;
   w->open_handles = 2;
-  int r = uv_fs_event_start(&w->ev, fs_cb, srv->script_dir, 0);
+  int r = uv_fs_event_start(&w->ev, fs_cb, srv->lua.script_dir, 0);
   if (r != 0) {
     hs_log(srv, HS_LOG_WARN, "cannot watch %s for changes (%s); SIGHUP still reloads",
-           srv->script_dir, uv_strerror(r));
-    srv->watch = w;
+           srv->lua.script_dir, uv_strerror(r));
+    srv->lua.watch = w;
     hs_watch_stop(srv);
     return r;
   }
   uv_unref((uv_handle_t *)&w->ev);
   uv_unref((uv_handle_t *)&w->debounce);
-  srv->watch = w;
+  srv->lua.watch = w;
   hs_watch_refresh(srv);
   return 0;
 }

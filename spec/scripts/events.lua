@@ -20,9 +20,11 @@ local function probe_closed(c)
   local results = {}
   for _, m in ipairs(CLOSED_METHODS) do
     local name = m[1]
-    local ok, err = pcall(function() return c[name](c, table.unpack(m, 2)) end)
+    local ok, err, why = pcall(function() return c[name](c, table.unpack(m, 2)) end)
     local r
-    if ok then
+    if ok and err == nil and why then
+      r = "nil:" .. tostring(why)
+    elseif ok then
       r = "noerror"
     elseif tostring(err):find("attempt to use a closed connection", 1, true) then
       r = "raised"
@@ -99,6 +101,10 @@ return {
     elseif cmd == "save" then
       saved = conn
       conn:send("saved\n")
+    elseif cmd == "saveclose" then
+      saved = conn
+      conn:send("saved\n")
+      conn:close()
     else
       conn:send(line, "\n")
     end

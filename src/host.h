@@ -1,0 +1,93 @@
+/* host.h: the Lua host layer. It implements the socket layer's events
+ * (host.c), owns the lua_State (script.c), the handler module (module.c),
+ * the coroutine machinery (coro.c), the Lua faces of connections (lconn.c)
+ * and of the `hotsock` module (lhotsock.c), and reloads (reload.c, watch.c).
+ * It is the only place that includes a Lua header. */
+#ifndef HS_HOST_H
+#define HS_HOST_H
+
+#include <lua.h>
+
+#include "hotsock.h"
+
+/* A registry reference slot that holds nothing (luaL_ref never returns 0). */
+#define HS_NOREF 0
+
+/* host.c: the events table the socket layer reports through */
+extern const hs_events_t hs_host_events;
+/* Push the handler `name` for c (the module's, or an outbound connection's
+ * own table) onto L and return 1, or push nothing and return 0. */
+int hs_host_handler(hs_server_t *srv, lua_State *L, hs_conn_t *c, const char *name);
+/* Ask for a stop from inside a script (os.exit): done before the loop sleeps. */
+void hs_host_request_exit(hs_server_t *srv, int code);
+
+/* coro.c: handle coroutines, what they wait for, and who may resume them */
+void hs_coro_open(lua_State *L);              /* guards coroutine.resume/close */
+int hs_coro_start(hs_server_t *srv, hs_conn_t *c); /* handle(conn) in a new coroutine */
+/* The connection whose handle coroutine L is, or NULL. */
+hs_conn_t *hs_coro_conn(lua_State *L);
+/* Suspend the running handle coroutine L of o until the host resumes it
+ * because what it waits for (w, on `on`) happened. Never returns (yields).
+ * MAY_LJMP. */
+int hs_coro_wait(lua_State *L, hs_conn_t *o, hs_wait_t w, hs_conn_t *on);
+/* Resume o's coroutine with nargs values already pushed on it. Only when it
+ * waits for something the host gives it. */
+void hs_coro_resume(hs_server_t *srv, hs_conn_t *o, int nargs);
+/* Resume whoever waits on c (its own coroutine or its owner's) with
+ * nil, why (and partial when given). */
+void hs_coro_fail_waiter(hs_server_t *srv, hs_conn_t *c, const char *why, const char *partial,
+                         size_t n, int with_partial);
+/* Let go of o's coroutine, closing its pending to-be-closed variables under
+ * the handler budget. Never while it runs. */
+void hs_coro_drop(hs_server_t *srv, hs_conn_t *o);
+/* The coroutine o waits for a frame on c: c is o itself or an outbound one. */
+hs_conn_t *hs_coro_reader(hs_conn_t *c);
+
+/* script.c: the lua_State, the protected door, the budget */
+int hs_script_open(hs_server_t *srv);
+void hs_script_close(hs_server_t *srv);
+int hs_script_load(hs_server_t *srv, char *err, size_t errlen);
+int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what);
+int hs_script_get_handler(hs_server_t *srv, const char *name);
+void hs_script_budget_start(hs_server_t *srv, uint64_t ms);
+int hs_script_budget_stop(hs_server_t *srv);
+void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, int status,
+                              int tripped);
+int hs_script_reload(hs_server_t *srv, const char *trigger);
+void hs_script_request_reload(hs_server_t *srv, const char *trigger);
+/* Host memory a script asks for (outbound connections): whether n more
+ * bytes fit under max_lua_memory with the Lua heap. */
+int hs_script_room(hs_server_t *srv, size_t n);
+hs_server_t *hs_server_from_lua(lua_State *L);
+
+/* module.c: the handler module */
+int hs_rawfield(lua_State *L, int idx, const char *k); /* t[k], no metamethods */
+const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_limits_t *lim,
+                           hs_framer_t *f, char *err, size_t errlen);
+int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen);
+int hs_module_listen_addrs(hs_server_t *srv, char ***addrs);
+
+/* lconn.c: the Lua face of a connection */
+void hs_lconn_open(lua_State *L);
+void hs_lconn_new(hs_server_t *srv, hs_conn_t *c);  /* make its box */
+int hs_lconn_prepare(lua_State *L);                  /* a box to bind later: its ref */
+void hs_lconn_bind(hs_server_t *srv, hs_conn_t *c, int ref);
+void hs_lconn_push(lua_State *L, hs_conn_t *c);      /* push its box onto L */
+void hs_lconn_clear(hs_server_t *srv, hs_conn_t *c); /* cut the box loose */
+hs_conn_t *hs_lconn_test(lua_State *L, int idx);
+/* Push frame msg onto L: a string, or with RESP framing a table of
+ * arguments. 0, or -1 (nothing pushed, c aborted) when the Lua heap has no
+ * room for it. */
+int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *msg,
+                        size_t len);
+
+/* lhotsock.c: the `hotsock` module */
+int hs_lhotsock_open(lua_State *L);
+void hs_lhotsock_stop_timers(hs_server_t *srv);
+
+/* watch.c */
+int hs_watch_start(hs_server_t *srv);
+void hs_watch_stop(hs_server_t *srv);
+void hs_watch_refresh(hs_server_t *srv); /* after a load: watch module folders */
+
+#endif
