@@ -279,15 +279,14 @@ void hs_conn_dispatch(hs_conn_t *c) {
     delivered = 1;
     consume(c, fr.consumed); /* the bytes stay put until settle() */
     if (pull) c->flags &= ~HS_CONN_WANT;
-    hs_framer_t f = c->framer; /* the event may change the framing */
-    if (srv->ev->frame(c, &f, p + fr.off, fr.len) != 0) break;
+    if (srv->ev->frame(c, &c->framer, p + fr.off, fr.len) != 0) break;
   }
   c->flags &= ~HS_CONN_DISPATCHING;
   /* Push mode ends the connection at EOF once every complete frame was
    * delivered and its output is flushed; a pull reader decides for itself
    * (its read fails with "closed"). */
   if ((c->flags & (HS_CONN_EOF | HS_CONN_PULL | HS_CONN_PAUSED)) == HS_CONN_EOF &&
-      hs_conn_is_open(c) && !c->pipe_to && !c->pipe_from) {
+      hs_conn_is_open(c) && !c->pipe_to) {
     if (input_len(c))
       hs_log_conn(srv, c, HS_LOG_DEBUG, "peer closed inside a frame (%zu bytes dropped)",
                   input_len(c));

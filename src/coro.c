@@ -103,6 +103,9 @@ void hs_coro_resume(hs_server_t *srv, hs_conn_t *o, int nargs) {
     if (co) lua_pop(co, nargs); /* nothing of ours waits: never resume it */
     return;
   }
+  /* Woken for another reason than a frame (a close, a timeout): its
+   * connection no longer waits for one. */
+  if (o->lua.wait == HS_WAIT_READ && o->lua.wait_on) hs_conn_unwant(o->lua.wait_on);
   o->lua.wait = HS_WAIT_NONE;
   o->lua.wait_on = NULL;
   run(srv, o, nargs);

@@ -53,8 +53,15 @@ void hs_script_budget_start(hs_server_t *srv, uint64_t ms);
 int hs_script_budget_stop(hs_server_t *srv);
 void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, int status,
                               int tripped);
+int hs_script_msgh(lua_State *L); /* message handler: the error with a traceback */
+/* The file:line a budget stop interrupted, from a traceback ("" if none). */
+void hs_script_stopped_at(const char *tb, char *out, size_t outlen);
+void hs_script_cache_on_message(hs_server_t *srv); /* after the module changed */
+
+/* reload.c: reload, probation and rollback */
 int hs_script_reload(hs_server_t *srv, const char *trigger);
 void hs_script_request_reload(hs_server_t *srv, const char *trigger);
+void hs_reload_probation_error(hs_server_t *srv); /* a handler error */
 /* Host memory a script asks for (outbound connections): whether n more
  * bytes fit under max_lua_memory with the Lua heap. */
 int hs_script_room(hs_server_t *srv, size_t n);

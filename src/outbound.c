@@ -125,6 +125,7 @@ hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port,
     return NULL;
   }
   c->flags |= HS_CONN_OUTBOUND | HS_CONN_CONNECTING;
+  srv->outbound_mem += sizeof *c; /* given back when it is freed */
   c->framer = *f;
   snprintf(c->peer, sizeof c->peer, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
   snprintf(c->peer_ip, sizeof c->peer_ip, "%s", host);
@@ -148,7 +149,6 @@ hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port,
     return NULL;
   }
   c->creq = r;
-  srv->outbound_mem += sizeof *c;
   TAILQ_INSERT_TAIL(&srv->conns, c, link); /* so a stop closes it too */
   c->connect_deadline = uv_now(srv->loop) + (timeout ? timeout : 1);
   hs_timers_update(c);

@@ -127,7 +127,7 @@ int hs_script_budget_stop(hs_server_t *srv) {
 }
 
 /* Message handler: the error with a traceback. */
-static int msgh(lua_State *L) {
+int hs_script_msgh(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (!msg) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
@@ -152,54 +152,13 @@ int hs_script_get_handler(hs_server_t *srv, const char *name) {
 }
 
 /* The module changed: look its on_message up once, for every message. */
-static void cache_on_message(hs_server_t *srv) {
+void hs_script_cache_on_message(hs_server_t *srv) {
   lua_State *L = srv->lua.L;
   if (srv->lua.on_message_ref != HS_NOREF)
     luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.on_message_ref);
   srv->lua.on_message_ref = HS_NOREF;
   if (hs_script_get_handler(srv, "on_message"))
     srv->lua.on_message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-/* End the probation of the module in service: the previous one is let go. */
-static void probation_end(hs_server_t *srv) {
-  if (srv->lua.prev_module_ref != LUA_NOREF)
-    luaL_unref(srv->lua.L, LUA_REGISTRYINDEX, srv->lua.prev_module_ref);
-  srv->lua.prev_module_ref = LUA_NOREF;
-  srv->lua.probation_until = 0;
-  srv->lua.probation_errors = 0;
-}
-
-/* A handler error while a freshly reloaded module is on probation: after
- * rollback_errors of them within the window, go back to the previous module.
- * The swap is deferred to the before-sleep pass, outside any handler. */
-static void probation_error(hs_server_t *srv) {
-  if (!srv->lua.probation_until) return;
-  if (uv_now(srv->loop) > srv->lua.probation_until) {
-    probation_end(srv);
-    return;
-  }
-  if (++srv->lua.probation_errors >= srv->lua.probation_limit)
-    hs_script_request_reload(srv, "rollback");
-}
-
-/* Go back to the module that served before the last reload. */
-static void rollback(hs_server_t *srv) {
-  if (srv->lua.prev_module_ref == LUA_NOREF) return;
-  luaL_unref(srv->lua.L, LUA_REGISTRYINDEX, srv->lua.module_ref);
-  srv->lua.module_ref = srv->lua.prev_module_ref;
-  srv->lua.prev_module_ref = LUA_NOREF;
-  cache_on_message(srv);
-  srv->limits = srv->lua.prev_limits;
-  srv->framer = srv->lua.prev_framer;
-  srv->stats.generation++;
-  hs_log(srv, HS_LOG_ERROR,
-         "rolled back: the new code raised %d error(s) within its probation of "
-         "%llu ms; generation %llu runs the previous code",
-         srv->lua.probation_errors, (unsigned long long)srv->lua.probation_window,
-         (unsigned long long)srv->stats.generation);
-  srv->lua.probation_until = 0;
-  srv->lua.probation_errors = 0;
 }
 
 /* A handler failed; the error (with traceback) is on top of L. Count it, give
@@ -210,7 +169,7 @@ void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, 
   lua_State *L = srv->lua.L;
   srv->stats.handler_errors++;
   if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
-  probation_error(srv);
+  hs_reload_probation_error(srv);
   if (tripped) {
     srv->stats.handler_timeouts++;
     hs_log_conn(srv, c, HS_LOG_ERROR, "%s exceeded handler_budget (%llu ms)%s", what,
@@ -239,7 +198,7 @@ void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, 
 int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what) {
   lua_State *L = srv->lua.L;
   int base = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, msgh);
+  lua_pushcfunction(L, hs_script_msgh);
   lua_insert(L, base);
   hs_conn_t *prev = srv->lua.current;
   srv->lua.current = c;
@@ -260,7 +219,7 @@ int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what) 
 
 /* The file:line where a call stopped by the budget was running: the first Lua
  * frame of the traceback msgh appended. Empty when there is none. */
-static void stopped_at(const char *tb, char *out, size_t outlen) {
+void hs_script_stopped_at(const char *tb, char *out, size_t outlen) {
   out[0] = 0;
   const char *p = tb ? strstr(tb, "\nstack traceback:") : NULL;
   while (p && (p = strstr(p + 1, "\n\t")) != NULL) {
@@ -283,7 +242,7 @@ static void stopped_at(const char *tb, char *out, size_t outlen) {
 int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   lua_State *L = srv->lua.L;
   int top = lua_gettop(L);
-  lua_pushcfunction(L, msgh);
+  lua_pushcfunction(L, hs_script_msgh);
   int base = lua_gettop(L);
   int st = luaL_loadfile(L, srv->lua.script_path);
   if (st != LUA_OK) {
@@ -311,7 +270,7 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   if (st != LUA_OK) {
     if (tripped) {
       char at[256];
-      stopped_at(lua_tostring(L, -1), at, sizeof at);
+      hs_script_stopped_at(lua_tostring(L, -1), at, sizeof at);
       snprintf(err, errlen, "%s: loading took longer than %llu ms (stopped there)",
                at[0] ? at : srv->lua.script_path, (unsigned long long)srv->lua.load_budget);
     } else
@@ -333,7 +292,7 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   lua_pop(L, 1);
   if (srv->lua.module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
   srv->lua.module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  cache_on_message(srv);
+  hs_script_cache_on_message(srv);
   srv->limits = lim;
   srv->framer = f;
   lua_settop(L, top);
@@ -409,14 +368,6 @@ static void warn_to_log(void *ud, const char *msg, int tocont) {
   *len = 0;
 }
 
-void hs_script_request_reload(hs_server_t *srv, const char *trigger) {
-  if (strcmp(trigger, "rollback") == 0)
-    srv->lua.rollback_pending = 1;
-  else
-    srv->lua.reload_trigger = trigger;
-  hs_server_wake(srv);
-}
-
 /* Create the Lua state: libraries, the hotsock module, package.path with the
  * script's folder and the shipped helpers, and the arg table. */
 int hs_script_open(hs_server_t *srv) {
@@ -487,162 +438,3 @@ void hs_script_close(hs_server_t *srv) {
   srv->lua.L = NULL;
 }
 
-/* Modules the script required from its own folder are loaded again on each
- * reload, so an edit to one of them takes effect. Their package.loaded
- * entries move to a side table (left on the stack) and come back if the
- * reload fails. Modules from elsewhere (the shipped helpers, the system's)
- * stay loaded. */
-static int is_local_module(const hs_server_t *srv, const char *name) {
-  char rel[256], path[PATH_MAX];
-  size_t n = strlen(name);
-  if (n == 0 || n >= sizeof rel) return 0;
-  for (size_t i = 0; i <= n; i++) rel[i] = name[i] == '.' ? '/' : name[i];
-  int w = snprintf(path, sizeof path, "%s/%s.lua", srv->lua.script_dir, rel);
-  if (w > 0 && (size_t)w < sizeof path && access(path, F_OK) == 0) return 1;
-  w = snprintf(path, sizeof path, "%s/%s/init.lua", srv->lua.script_dir, rel);
-  return w > 0 && (size_t)w < sizeof path && access(path, F_OK) == 0;
-}
-
-static void forget_local_modules(hs_server_t *srv) {
-  lua_State *L = srv->lua.L;
-  lua_newtable(L);
-  int saved = lua_gettop(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  int loaded = saved + 1;
-  lua_pushnil(L);
-  while (lua_next(L, loaded)) {
-    if (lua_type(L, -2) == LUA_TSTRING && is_local_module(srv, lua_tostring(L, -2))) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, saved); /* saved[name] = module */
-    } else {
-      lua_pop(L, 1);
-    }
-  }
-  /* Clear after the walk: lua_next must not see fields vanish under it. */
-  lua_pushnil(L);
-  while (lua_next(L, saved)) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushnil(L);
-    lua_rawset(L, loaded);
-  }
-  lua_pop(L, 1); /* package.loaded; the side table stays */
-}
-
-/* Put back what forget_local_modules saved (the table on top), or drop it. */
-static void restore_local_modules(hs_server_t *srv, int put_back) {
-  lua_State *L = srv->lua.L;
-  int saved = lua_gettop(L);
-  if (put_back) {
-    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_pushnil(L);
-    while (lua_next(L, saved)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, saved + 1);
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-}
-
-/* new.on_reload(old), when the new module has one, under the load budget.
- * Its error or time-out fails the reload: returns -1 with err filled. It
- * does not count as a handler error (nor against a probation). */
-static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errlen) {
-  lua_State *L = srv->lua.L;
-  int top = lua_gettop(L);
-  if (!hs_script_get_handler(srv, "on_reload")) return 0;
-  lua_pushcfunction(L, msgh);
-  lua_insert(L, top + 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
-  hs_script_budget_start(srv, srv->lua.load_budget);
-  int st = lua_pcall(L, 1, 0, top + 1);
-  int tripped = hs_script_budget_stop(srv);
-  if (st == LUA_OK && tripped) { /* `return pcall(spin)`: over time all the same */
-    lua_pushnil(L);
-    st = LUA_ERRRUN;
-  }
-  if (st != LUA_OK) {
-    if (tripped) {
-      char at[256];
-      stopped_at(lua_tostring(L, -1), at, sizeof at);
-      snprintf(err, errlen, "%s%son_reload took longer than %llu ms (stopped there)", at,
-               at[0] ? ": " : "", (unsigned long long)srv->lua.load_budget);
-    } else {
-      const char *msg = lua_tostring(L, -1);
-      snprintf(err, errlen, "on_reload: %s", msg ? msg : "(error object is not a string)");
-    }
-  }
-  lua_settop(L, top);
-  if (st == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
-  return st == LUA_OK ? 0 : -1;
-}
-
-/* Load the script again and swap modules only when everything succeeded:
- * the chunk ran, returned a valid module, and its on_reload(old) ran. */
-int hs_script_reload(hs_server_t *srv, const char *trigger) {
-  lua_State *L = srv->lua.L;
-  if (strcmp(trigger, "rollback") == 0) {
-    rollback(srv);
-    return 0;
-  }
-  char err[2048];
-  uint64_t t0 = uv_hrtime();
-  int old_ref = srv->lua.module_ref;
-  hs_limits_t old_limits = srv->limits;
-  hs_framer_t old_framer = srv->framer;
-  int old_style = srv->lua.coro_style;
-  /* Keep the old module alive while the new one loads. */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
-  srv->lua.module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  forget_local_modules(srv);
-  int r = hs_script_load(srv, err, sizeof err);
-  if (r == 0) r = call_on_reload(srv, old_ref, err, sizeof err);
-  if (r == 0 && srv->lua.coro_style != old_style) {
-    snprintf(err, sizeof err, "a reload cannot switch between handle and event style");
-    r = -1;
-  }
-  restore_local_modules(srv, r != 0);
-  double ms = (double)(uv_hrtime() - t0) / 1e6;
-  if (r != 0) {
-    if (srv->lua.module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
-    srv->lua.module_ref = old_ref;
-    cache_on_message(srv);
-    srv->limits = old_limits;
-    srv->framer = old_framer;
-    srv->lua.coro_style = old_style;
-    srv->stats.reload_failed++;
-    hs_log(srv, HS_LOG_ERROR,
-           "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s", trigger, ms,
-           (unsigned long long)srv->stats.generation, err);
-    return -1;
-  }
-  /* Probation: keep the old module until the window passes cleanly. */
-  probation_end(srv);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
-  if (hs_rawfield(L, -1, "reload") == LUA_TTABLE) {
-    hs_rawfield(L, -1, "rollback_errors");
-    hs_rawfield(L, -2, "within");
-    lua_Integer n = lua_tointeger(L, -2), within = lua_tointeger(L, -1);
-    lua_pop(L, 2);
-    if (n > 0) {
-      srv->lua.prev_module_ref = old_ref;
-      old_ref = LUA_NOREF;
-      srv->lua.prev_limits = old_limits;
-      srv->lua.prev_framer = old_framer;
-      srv->lua.probation_limit = (int)n;
-      srv->lua.probation_window = within > 0 ? (uint64_t)within : 10000;
-      srv->lua.probation_until = uv_now(srv->loop) + srv->lua.probation_window;
-    }
-  }
-  lua_pop(L, 2);
-  if (old_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, old_ref);
-  srv->stats.reload_ok++;
-  srv->stats.generation++;
-  hs_log(srv, HS_LOG_INFO, "reloaded (%s): generation %llu in %.1f ms", trigger,
-         (unsigned long long)srv->stats.generation, ms);
-  hs_watch_refresh(srv);
-  return 0;
-}
