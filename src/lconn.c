@@ -330,6 +330,8 @@ static int conn_receive(lua_State *L) {
     lua_pushlstring(L, p, n);
     return 3;
   }
+  if (!lua_isyieldable(L)) /* before anything waits: nothing to undo */
+    return luaL_error(L, "receive cannot wait here (inside a metamethod or a C function)");
   hs_conn_want(c);
   return hs_coro_wait(L, o, HS_WAIT_READ, c);
 }

@@ -127,6 +127,8 @@ static int hs_sleep(lua_State *L) {
     return 2;
   }
   if (!(ms <= (lua_Number)HS_MAX_MS)) ms = (lua_Number)HS_MAX_MS;
+  if (!lua_isyieldable(L))
+    return luaL_error(L, "hs.sleep cannot wait here (inside a metamethod or a C function)");
   lua_settop(L, 0);
   hs_timers_set_alarm(c, uv_now(c->srv->loop) + (uint64_t)(ms > 0 ? ms : 0));
   return hs_coro_wait(L, c, HS_WAIT_SLEEP, c);
@@ -169,6 +171,8 @@ static int hs_connect(lua_State *L) {
   /* In a handle coroutine: the caller waits, and reads with receive. */
   hs_conn_t *owner = hs_coro_conn(L);
   if (owner && owner->lua.co != L) owner = NULL;
+  if (owner && !lua_isyieldable(L))
+    return luaL_error(L, "hs.connect cannot wait here (inside a metamethod or a C function)");
   if (owner && !hs_conn_is_open(owner)) {
     lua_pushnil(L);
     lua_pushstring(L, owner->reason ? owner->reason : "closed");
