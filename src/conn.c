@@ -415,6 +415,9 @@ void hs_conn_want(hs_conn_t *c) {
   if (!c->borrowed_len) settle(c);
   hs_conn_start_reading(c);
   hs_timers_update(c);
+  /* What is here already (a complete frame, or the peer's EOF) is
+   * delivered from the dispatch list: no read will come for it. */
+  if ((c->flags & HS_CONN_EOF) || input_len(c)) hs_server_mark_pending(c->srv, c);
 }
 
 void hs_conn_unwant(hs_conn_t *c) { c->flags &= ~HS_CONN_WANT; }

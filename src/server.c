@@ -34,6 +34,12 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev) {
   uv_idle_init(loop, &srv->idle);
   uv_timer_init(loop, &srv->drain_timer);
   uv_unref((uv_handle_t *)&srv->drain_timer);
+  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup};
+  for (int i = 0; i < 3; i++) { /* started by hs_server_signals */
+    uv_signal_init(loop, s[i]);
+    s[i]->data = srv;
+    uv_unref((uv_handle_t *)s[i]);
+  }
   return 0;
 }
 
@@ -411,8 +417,6 @@ int hs_server_signals(hs_server_t *srv) {
   uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup};
   int nums[] = {SIGINT, SIGTERM, SIGHUP};
   for (int i = 0; i < 3; i++) {
-    uv_signal_init(srv->loop, s[i]);
-    s[i]->data = srv;
     uv_signal_start(s[i], signal_cb, nums[i]);
     uv_unref((uv_handle_t *)s[i]);
   }

@@ -11,8 +11,9 @@
 
 extern const hs_test_t hs_buf_tests[];
 extern const hs_test_t hs_frame_tests[];
+extern const hs_test_t hs_conn_tests[];
 
-static const hs_test_t *const lists[] = {hs_buf_tests, hs_frame_tests};
+static const hs_test_t *const lists[] = {hs_buf_tests, hs_frame_tests, hs_conn_tests};
 
 /* Where a failing assertion jumps to; set around each test. */
 static jmp_buf fail_jmp;
