@@ -53,6 +53,8 @@ void hs_script_budget_start(hs_server_t *srv, uint64_t ms);
 int hs_script_budget_stop(hs_server_t *srv);
 void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, int status,
                               int tripped);
+int hs_script_load_call(hs_server_t *srv, int nargs, int nres, int base, const char *what,
+                        char *err, size_t errlen);
 int hs_script_msgh(lua_State *L); /* message handler: the error with a traceback */
 /* The file:line a budget stop interrupted, from a traceback ("" if none). */
 void hs_script_stopped_at(const char *tb, char *out, size_t outlen);

@@ -132,26 +132,8 @@ static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errle
   lua_pushcfunction(L, hs_script_msgh);
   lua_insert(L, top + 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
-  hs_script_budget_start(srv, srv->lua.load_budget);
-  int st = lua_pcall(L, 1, 0, top + 1);
-  int tripped = hs_script_budget_stop(srv);
-  if (st == LUA_OK && tripped) { /* `return pcall(spin)`: over time all the same */
-    lua_pushnil(L);
-    st = LUA_ERRRUN;
-  }
-  if (st != LUA_OK) {
-    if (tripped) {
-      char at[256];
-      hs_script_stopped_at(lua_tostring(L, -1), at, sizeof at);
-      snprintf(err, errlen, "%s%son_reload took longer than %llu ms (stopped there)", at,
-               at[0] ? ": " : "", (unsigned long long)srv->lua.load_budget);
-    } else {
-      const char *msg = lua_tostring(L, -1);
-      snprintf(err, errlen, "on_reload: %s", msg ? msg : "(error object is not a string)");
-    }
-  }
+  int st = hs_script_load_call(srv, 1, 0, top + 1, "on_reload", err, errlen);
   lua_settop(L, top);
-  if (st == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
   return st == LUA_OK ? 0 : -1;
 }
 

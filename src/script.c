@@ -236,6 +236,40 @@ void hs_script_stopped_at(const char *tb, char *out, size_t outlen) {
   }
 }
 
+/* Call the function below nargs arguments under the load budget, with the
+ * message handler at base (script loads and on_reload). LUA_OK with nres
+ * results pushed, or the error status with err filled: where it was
+ * stopped when it ran out of time ("file:line: loading took longer than
+ * 500 ms (stopped there)"), else the error, after "what: " for on_reload. */
+int hs_script_load_call(hs_server_t *srv, int nargs, int nres, int base, const char *what,
+                        char *err, size_t errlen) {
+  lua_State *L = srv->lua.L;
+  hs_script_budget_start(srv, srv->lua.load_budget);
+  int st = lua_pcall(L, nargs, nres, base);
+  int tripped = hs_script_budget_stop(srv);
+  if (st == LUA_OK && tripped) { /* it ends in `return pcall(spin)`: over time all the same */
+    lua_pop(L, nres);
+    lua_pushnil(L);
+    st = LUA_ERRRUN;
+  }
+  if (st == LUA_OK) return st;
+  int chunk = strcmp(what, "loading") == 0;
+  if (tripped) {
+    char at[256];
+    hs_script_stopped_at(lua_tostring(L, -1), at, sizeof at);
+    if (!at[0] && chunk) snprintf(at, sizeof at, "%s", srv->lua.script_path);
+    snprintf(err, errlen, "%s%s%s took longer than %llu ms (stopped there)", at,
+             at[0] ? ": " : "", what, (unsigned long long)srv->lua.load_budget);
+  } else {
+    const char *msg = lua_tostring(L, -1);
+    snprintf(err, errlen, "%s%s%s", chunk ? "" : what, chunk ? "" : ": ",
+             msg ? msg : "(error object is not a string)");
+  }
+  lua_pop(L, 1);
+  if (st == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+  return st;
+}
+
 /* Compile and run the script in a fresh environment under the load budget,
  * check what it returns, and on success make it the module. The old module
  * stays in place on any failure. Returns 0, or -1 with err filled. */
@@ -259,24 +293,8 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   lua_setmetatable(L, -2);
   if (!lua_setupvalue(L, base + 1, 1)) lua_pop(L, 1);
   for (int i = 0; i < srv->lua.argc; i++) lua_pushstring(L, srv->lua.argv[i]);
-  hs_script_budget_start(srv, srv->lua.load_budget);
-  st = lua_pcall(L, srv->lua.argc, 1, base);
-  int tripped = hs_script_budget_stop(srv);
-  if (st == LUA_OK && tripped) { /* a chunk that ends in `return pcall(spin)` */
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    st = LUA_ERRRUN;
-  }
-  if (st != LUA_OK) {
-    if (tripped) {
-      char at[256];
-      hs_script_stopped_at(lua_tostring(L, -1), at, sizeof at);
-      snprintf(err, errlen, "%s: loading took longer than %llu ms (stopped there)",
-               at[0] ? at : srv->lua.script_path, (unsigned long long)srv->lua.load_budget);
-    } else
-      snprintf(err, errlen, "%s", lua_tostring(L, -1));
+  if (hs_script_load_call(srv, srv->lua.argc, 1, base, "loading", err, errlen) != LUA_OK) {
     lua_settop(L, top);
-    if (st == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
     return -1;
   }
   hs_limits_t lim;
