@@ -16,10 +16,19 @@
 -- Event style over "resp" framing: the host parses the protocol in C and
 -- calls on_message once per command with its arguments; the replies to the
 -- commands of one read go out in one write (a client pipelining 16
--- commands costs one read and one write).
+-- commands costs one read and one write). A reply carrying a stored value
+-- goes out as pieces (header, value, CRLF) that conn:send writes as one
+-- vector, so a big value is never copied into a new Lua string.
 -- The data lives in hs.shared, so editing this file while clients are
 -- connected keeps both the clients and the keys. Keys with a time to live
 -- expire lazily when touched, and a timer sweeps a few of them every 100 ms.
+--
+-- maxmemory: the data lives in the Lua heap, capped by max_lua_memory
+-- (--max-lua-memory). Near the cap, writes are refused as Redis refuses
+-- them over maxmemory (-OOM ...) while reads and deletes keep working:
+--   hotsock -l 127.0.0.1:6380 --max-lua-memory 8388608 examples/redis.lua
+--   redis-cli -p 6380 info memory                    # used, maxmemory
+--   redis-benchmark -p 6380 -q -t set -d 60000 -r 1000   # stops at -OOM
 local hs = require "hotsock"
 local resp = require "hotsock.resp"
 
@@ -30,7 +39,8 @@ if not S then
 end
 
 local OK, PONG, NULL = "+OK\r\n", "+PONG\r\n", "$-1\r\n"
-local bulk, integer, err = resp.bulk, resp.integer, resp.error
+local bulk, bulk_parts, bulk_head = resp.bulk, resp.bulk_parts, resp.bulk_head
+local integer, err = resp.integer, resp.error
 local E_SYNTAX = "-ERR syntax error\r\n"
 local E_INT = "-ERR value is not an integer or out of range\r\n"
 
@@ -113,60 +123,158 @@ if not S.sweeper then
   S.sweeper = hs.every(100, function() S.sweep() end)
 end
 
--- Redis glob (* ? [abc] [^a] [a-z] \x) to an anchored Lua pattern; nil
--- when it can match nothing.
-local function lit(c)
-  return c:find("^%w$") and c or "%" .. c
+---------------------------------------------------------------------------
+-- maxmemory
+---------------------------------------------------------------------------
+
+-- Commands that can grow the data (Redis's "denyoom" ones: SET, SETNX,
+-- GETSET, MSET, APPEND, INCR and kin) are refused with -OOM while the Lua
+-- heap holds more than maxmemory: max_lua_memory less a tenth of it, or
+-- less room for one command of max_frame bytes when that is more. The room
+-- is for what still runs: reads, deletes, the commands coming in. An
+-- allocation past the cap fails the handler, and that costs the client its
+-- connection.
+--
+-- Looking at the heap is collectgarbage("count"), about 30 ns (hs.stats()
+-- builds a table: about 550 ns). Even so, a look and a call on every SET
+-- cost 5-8 % of pipelined SETs, so a write only adds up the bytes it
+-- stores, and the heap is looked at once 64 KiB were written since the
+-- last look (a 60 KB SET looks at once), and at every write while it is
+-- over the line. The heap counts garbage too, so a write that finds it
+-- over the line first runs a full collection and looks again. When the
+-- live data itself is over the line, the next collection waits ten times
+-- as long as the last one took: they take at most a tenth of the time.
+local MAX_FRAME = 1024 * 1024 -- the module's max_frame, below
+local LOOK_EVERY = 64 * 1024
+local E_OOM = "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+local gc = collectgarbage
+local max_kb = -1             -- maxmemory in KiB (collectgarbage's unit); -1: not read
+local unlooked = LOOK_EVERY   -- bytes written since the last look: the first write looks
+local next_gc = 0             -- hs.now() before which no collection is forced
+
+-- maxmemory in bytes (0: no cap), from the cap in force. A module's own
+-- max_lua_memory applies once the chunk has run: it is read at the first
+-- write after each load.
+local function maxmemory()
+  local cap = hs.stats().lua_memory_limit or 0
+  if cap <= 0 then
+    max_kb = math.huge
+    return 0
+  end
+  local max = math.max(cap - math.max(cap // 10, MAX_FRAME + 65536), 0)
+  max_kb = max / 1024
+  return max
 end
 
-local function glob_pattern(g)
-  local out, i, n = { "^" }, 1, #g
-  while i <= n do
-    local c = g:sub(i, i)
-    if c == "*" then
-      if out[#out] ~= ".*" then out[#out + 1] = ".*" end
-    elseif c == "?" then
-      out[#out + 1] = "."
-    elseif c == "\\" and i < n then
-      i = i + 1
-      out[#out + 1] = lit(g:sub(i, i))
-    elseif c == "[" then
-      i = i + 1
-      local neg = g:sub(i, i) == "^"
-      if neg then i = i + 1 end
-      local set = {}
-      while i <= n and g:sub(i, i) ~= "]" do
-        local a = g:sub(i, i)
-        if a == "\\" and i < n then
-          i = i + 1
-          set[#set + 1] = lit(g:sub(i, i))
-        elseif g:sub(i + 1, i + 1) == "-" and i + 2 <= n and g:sub(i + 2, i + 2) ~= "]" then
-          local lo, hi = a:byte(), g:byte(i + 2)
-          if lo > hi then lo, hi = hi, lo end
-          for b = lo, hi do set[#set + 1] = lit(string.char(b)) end
-          i = i + 2
-        else
-          set[#set + 1] = lit(a)
-        end
-        i = i + 1
-      end
-      if #set == 0 then
-        if not neg then return nil end
-        out[#out + 1] = "."
-      else
-        out[#out + 1] = "[" .. (neg and "^" or "") .. table.concat(set) .. "]"
-      end
-    else
-      out[#out + 1] = lit(c)
-    end
-    i = i + 1
+-- Look at the heap: whether it is over maxmemory, with `more` bytes a
+-- write is about to allocate.
+local function over(more)
+  if max_kb < 0 then maxmemory() end
+  if gc("count") + more / 1024 > max_kb then
+    unlooked = LOOK_EVERY -- over the line: the next write looks too
+    local t = now()
+    if t < next_gc then return true end
+    local c0 = os.clock()
+    gc("collect")
+    next_gc = t + (os.clock() - c0) * 10000 -- ten times its ms
+    if gc("count") + more / 1024 > max_kb then return true end
   end
-  out[#out + 1] = "$"
-  return table.concat(out)
+  unlooked = 0
+  return false
+end
+
+-- Whether a write must be refused that stores `bytes` of its arguments
+-- (already in the heap) and allocates `more` (APPEND's copy).
+local function oom(bytes, more)
+  more = more or 0
+  local u = unlooked + bytes + more
+  if u < LOOK_EVERY then
+    unlooked = u + 128 -- a table slot, string headers
+    return false
+  end
+  return over(more)
+end
+
+-- Redis glob matching: * ? [abc] [^abc] [a-z] and \x (a literal x, also
+-- inside brackets). An unclosed [ runs to the end of the pattern; a - right
+-- before ] is a literal - (Redis reads a range up to the ]).
+--
+-- Written in Lua on purpose. A glob turned into a Lua pattern with several
+-- .* is matched by string.find in C, backtracking exponentially in the
+-- number of stars (KEYS *a*a*b on one 2000-byte key of a's took 6 s, and
+-- every other star multiplies that; Redis had the same, CVE-2022-36021),
+-- and handler_budget cannot stop a call into C. This loop remembers only
+-- the last star: when a match fails, that star takes one more byte of the
+-- key and matching resumes right after it (an earlier star never needs to
+-- take more), so a key costs at most len(pattern) * len(key) steps of a
+-- few Lua instructions, which the budget can stop. Nothing is allocated.
+local byte = string.byte
+
+-- Does the bracket class starting at g[p] (just after "[") take byte c?
+-- Returns that, and the position of its "]" (past the end if unclosed).
+local function class_has(g, p, glen, c)
+  local neg = byte(g, p) == 94 -- ^
+  if neg then p = p + 1 end
+  local hit = false
+  while p <= glen do
+    local a = byte(g, p)
+    if a == 92 and p < glen then -- \x
+      p = p + 1
+      if byte(g, p) == c then hit = true end
+    elseif a == 93 then -- ]
+      break
+    elseif p + 2 <= glen and byte(g, p + 1) == 45 and byte(g, p + 2) ~= 93 then -- a-z
+      local lo, hi = a, byte(g, p + 2)
+      if lo > hi then lo, hi = hi, lo end
+      if c >= lo and c <= hi then hit = true end
+      p = p + 2
+    elseif a == c then
+      hit = true
+    end
+    p = p + 1
+  end
+  return hit ~= neg, p
+end
+
+local function glob_match(g, s)
+  local glen, slen = #g, #s
+  local p, i = 1, 1      -- next pattern byte, next key byte
+  local sp, si = nil, 0  -- after the last star: pattern position, key position
+  while i <= slen do
+    local a = byte(g, p)
+    if a == 42 then -- *
+      repeat p = p + 1 until byte(g, p) ~= 42
+      if p > glen then return true end -- a trailing star takes the rest
+      sp, si = p, i
+    else
+      local c, ok, np = byte(s, i), false, p + 1
+      if a == nil then ok = false -- pattern used up, key not
+      elseif a == 63 then ok = true -- ?
+      elseif a == 91 then -- [
+        ok, np = class_has(g, p + 1, glen, c)
+        np = np + 1
+      elseif a == 92 and p < glen then -- \x
+        ok, np = byte(g, p + 1) == c, p + 2
+      else
+        ok = a == c
+      end
+      if ok then
+        p, i = np, i + 1
+      elseif sp then -- the last star takes one more byte, and retry
+        si = si + 1
+        p, i = sp, si
+      else
+        return false
+      end
+    end
+  end
+  while byte(g, p) == 42 do p = p + 1 end
+  return p > glen
 end
 
 ---------------------------------------------------------------------------
--- commands: each gets (conn, argv, n) and returns the reply bytes
+-- commands: each gets (conn, argv, n) and returns the reply: a string,
+-- several strings or one list of strings, all for one conn:send
 ---------------------------------------------------------------------------
 
 local C = {}     -- name -> function
@@ -178,12 +286,12 @@ local function def(name, arity, fn)
 end
 
 def("ping", -1, function(_, a, n)
-  if n > 2 then return nil end
-  if n == 2 then return bulk(a[2]) end
+  if n > 2 then return err("ERR wrong number of arguments for 'ping' command") end
+  if n == 2 then return bulk_parts(a[2]) end
   return PONG
 end)
 
-def("echo", 2, function(_, a) return bulk(a[2]) end)
+def("echo", 2, function(_, a) return bulk_parts(a[2]) end)
 
 def("quit", -1, function(_, a)
   a.quit = true -- on_message closes the connection after the reply
@@ -196,6 +304,8 @@ end
 
 def("set", -3, function(_, a, n)
   local key, value = a[2], a[3]
+  local u = unlooked + #key + #value -- oom(#key + #value), inlined: the hot path
+  if u < LOOK_EVERY then unlooked = u + 128 elseif over(0) then return E_OOM end
   local nx, xx, get, keep, ttl = false, false, false, false, nil
   local i = 4
   while i <= n do
@@ -220,46 +330,66 @@ def("set", -3, function(_, a, n)
     end
     i = i + 1
   end
-  local old = lookup(key)
-  if (nx and old ~= nil) or (xx and old == nil) then
-    return get and bulk(old) or NULL
+  local old
+  if n > 3 then -- the old value matters to NX, XX, GET, and KEEPTTL (expired?)
+    old = lookup(key)
+    if (nx and old ~= nil) or (xx and old == nil) then
+      if get then return bulk_parts(old) end
+      return NULL
+    end
   end
   store(key, value, keep)
   if ttl then
     if ttl <= 0 then delete(key) else set_expiry(key, ttl) end
   end
-  if get then return bulk(old) end
+  if get then return bulk_parts(old) end
   return OK
 end)
 
-def("get", 2, function(_, a) return bulk(lookup(a[2])) end)
+def("get", 2, function(_, a) return bulk_parts(lookup(a[2])) end)
 
 def("getset", 3, function(_, a)
+  if oom(#a[2] + #a[3]) then return E_OOM end
   local old = lookup(a[2])
   store(a[2], a[3])
-  return bulk(old)
+  return bulk_parts(old)
 end)
 
 def("setnx", 3, function(_, a)
+  if oom(#a[2] + #a[3]) then return E_OOM end
   if lookup(a[2]) ~= nil then return ":0\r\n" end
   store(a[2], a[3])
   return ":1\r\n"
 end)
 
+-- one list of pieces: the values are not copied into one reply string
 def("mget", -2, function(_, a, n)
-  local out = { "*" .. (n - 1) .. "\r\n" }
-  for i = 2, n do out[i] = bulk(lookup(a[i])) end
-  return table.concat(out)
+  local out, j = { "*" .. (n - 1) .. "\r\n" }, 1
+  for i = 2, n do
+    local v = lookup(a[i])
+    if v == nil then
+      out[j + 1], j = NULL, j + 1
+    else
+      out[j + 1], out[j + 2], out[j + 3], j = bulk_head(#v), v, "\r\n", j + 3
+    end
+  end
+  return out
 end)
 
 def("mset", -3, function(_, a, n)
   if n % 2 == 0 then return err("ERR wrong number of arguments for 'mset' command") end
+  local bytes = 0
+  for i = 2, n do bytes = bytes + #a[i] + 64 end
+  if oom(bytes) then return E_OOM end
   for i = 2, n, 2 do store(a[i], a[i + 1]) end
   return OK
 end)
 
 def("append", 3, function(_, a)
-  local v = (lookup(a[2]) or "") .. a[3]
+  local old = lookup(a[2]) or ""
+  -- the new value is a copy of both, made here
+  if oom(#a[2], #old + #a[3]) then return E_OOM end
+  local v = old .. a[3]
   store(a[2], v, true)
   return integer(#v)
 end)
@@ -287,6 +417,7 @@ def("type", 2, function(_, a)
 end)
 
 local function incr_by(key, by)
+  if oom(#key + 20) then return E_OOM end
   local v = lookup(key)
   local cur = 0
   if v ~= nil then
@@ -361,21 +492,19 @@ def("ttl", 2, ttl(false))
 def("pttl", 2, ttl(true))
 
 def("keys", 2, function(_, a)
-  local pat = glob_pattern(a[2])
-  local out, c = { false }, 0
-  if pat then
-    local t, exp = now(), S.exp
-    local all = pat == "^.*$"
-    for k in pairs(S.db) do
-      local e = exp[k]
-      if (not e or e > t) and (all or k:find(pat)) then
-        c = c + 1
-        out[c + 1] = bulk(k)
-      end
+  local pat = a[2]
+  local all = pat ~= "" and not pat:find("[^*]") -- "*", "**", ...
+  local out, c, j = { false }, 0, 1
+  local t, exp = now(), S.exp
+  for k in pairs(S.db) do
+    local e = exp[k]
+    if (not e or e > t) and (all or glob_match(pat, k)) then
+      c = c + 1
+      out[j + 1], out[j + 2], out[j + 3], j = bulk_head(#k), k, "\r\n", j + 3
     end
   end
   out[1] = "*" .. c .. "\r\n"
-  return table.concat(out)
+  return out
 end)
 
 def("dbsize", 1, function() return integer(S.n) end)
@@ -423,16 +552,18 @@ def("client", -2, function(conn, a, n)
   return err("ERR unknown subcommand '" .. a[2] .. "'. Try CLIENT HELP.")
 end)
 
-local CONFIG = { save = "", appendonly = "no", databases = "1", maxmemory = "0" }
+local CONFIG = { save = "", appendonly = "no", databases = "1", maxmemory = "0",
+                 ["maxmemory-policy"] = "noeviction" }
 def("config", -2, function(_, a, n)
   if a[2]:upper() ~= "GET" or n < 3 then
     return err("ERR CONFIG " .. a[2] .. " is not supported")
   end
+  CONFIG.maxmemory = tostring(maxmemory())
   local out = {}
   for i = 3, n do
-    local pat = glob_pattern(a[i]:lower())
+    local pat = a[i]:lower()
     for k, v in pairs(CONFIG) do
-      if pat and k:find(pat) then out[#out + 1] = k out[#out + 1] = v end
+      if glob_match(pat, k) then out[#out + 1] = k out[#out + 1] = v end
     end
   end
   return resp.array(out)
@@ -452,6 +583,8 @@ def("info", -1, function()
   return bulk(table.concat({
     "# Server", "redis_version:7.0.0", "hotsock_generation:" .. st.generation,
     "# Clients", "connected_clients:" .. st.active,
+    "# Memory", "used_memory:" .. st.lua_memory, "maxmemory:" .. maxmemory(),
+    "maxmemory_policy:noeviction",
     "# Keyspace", "db0:keys=" .. S.n, "",
   }, "\r\n"))
 end)
@@ -486,7 +619,7 @@ local function dispatch(conn, argv)
   if (ar > 0 and n ~= ar) or (ar < 0 and n < -ar) then
     return err("ERR wrong number of arguments for '" .. name .. "' command")
   end
-  return f(conn, argv, n) or err("ERR wrong number of arguments for '" .. name .. "' command")
+  return f(conn, argv, n) -- all its results, for conn:send
 end
 
 return {

@@ -1,7 +1,9 @@
 -- examples/redis.lua driven by the real clients: redis-cli and
 -- redis-benchmark, plus raw sockets for pipelining and protocol errors.
-package.path = "spec/?.lua;" .. package.path
+package.path = "spec/?.lua;lua/?.lua;" .. package.path
 local H = require "helper"
+local resp = require "hotsock.resp"
+local socket = require "socket"
 
 local function have(prog)
   return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
@@ -28,8 +30,49 @@ local function lines(s)
   return t
 end
 
-local function start()
-  return H.start("examples/redis.lua")
+local function start(opts)
+  return H.start("examples/redis.lua", opts)
+end
+
+-- One RESP reply read from c within `wait` seconds (default 5), decoded
+-- (an error is {err = "..."}), or nil and "timeout" / "closed" / ...
+local decoders = setmetatable({}, { __mode = "k" })
+local function reply(c, wait)
+  local d = decoders[c]
+  if not d then
+    d = resp.reply_decoder()
+    decoders[c] = d
+  end
+  local deadline = socket.gettime() + (wait or 5)
+  c:settimeout(0) -- take what has arrived; wait in select
+  local v, err
+  while true do
+    v, err = d:next()
+    if v ~= nil or err then break end
+    local data, e, partial = c:receive(65536)
+    data = data or partial
+    if data and data ~= "" then
+      d:feed(data)
+    elseif e ~= "timeout" then
+      err = e
+      break
+    else
+      local left = deadline - socket.gettime()
+      if left <= 0 then
+        err = "timeout"
+        break
+      end
+      socket.select({ c }, nil, math.min(left, 0.5))
+    end
+  end
+  c:settimeout(3)
+  return v, err
+end
+
+-- Send one command (as a RESP array) and read its reply.
+local function call(c, ...)
+  H.send(c, resp.command(...))
+  return reply(c)
 end
 
 describe("examples/redis.lua", function()
@@ -60,6 +103,8 @@ describe("examples/redis.lua", function()
     assert.are.equal("v2", cli(srv, "get", "k"))
     assert.matches("syntax error", cli(srv, "set", "k", "v", "BOGUS"))
     assert.matches("wrong number of arguments", cli(srv, "get"))
+    assert.matches("wrong number of arguments", cli(srv, "ping", "a", "b"))
+    assert.are.same({ "v2", "", "v2" }, lines(cli(srv, "mget", "k", "missing", "k")))
   end)
 
   it("keeps a binary-safe value", function()
@@ -136,6 +181,148 @@ describe("examples/redis.lua", function()
     assert.are.equal("3", cli(srv, "dbsize"))
     assert.are.equal("OK", cli(srv, "flushall"))
     assert.are.equal("0", cli(srv, "dbsize"))
+  end)
+
+  -- KEYS used to turn the glob into a Lua pattern with a .* per star,
+  -- matched by string.find in C: backtracking exponential in the stars,
+  -- which handler_budget cannot stop (Redis: CVE-2022-36021).
+  it("answers KEYS with many stars on a long key at once, and serves others meanwhile", function()
+    local srv = start()
+    local c, other = srv:connect(), srv:connect()
+    assert.are.equal("OK", call(c, "SET", ("a"):rep(1999), "1"))
+    assert.are.equal("OK", call(c, "SET", "aaaaaab", "1"))
+    assert.are.equal("OK", call(c, "SET", "aaaaab", "1"))     -- one a short
+    assert.are.equal("OK", call(c, "SET", "xaxaxaxaxaxaxb", "1"))
+    H.send(c, resp.command("KEYS", "*a*a*a*a*a*a*b"))
+    H.send(other, "PING\r\n")
+    -- generous waits: the old matcher took 6 s for *a*a*b on that key alone
+    local keys, err = reply(c, 5)
+    assert.is_table(keys, "no KEYS reply within 5 s: " .. tostring(err))
+    table.sort(keys)
+    assert.are.same({ "aaaaaab", "xaxaxaxaxaxaxb" }, keys)
+    assert.are.equal("PONG", (reply(other, 5)))
+    assert.are.same({}, call(c, "KEYS", "*a*a*a*a*a*a*a*b"))
+  end)
+
+  it("stops a KEYS that runs past handler_budget; only its client pays", function()
+    local srv = start({ args = { "--handler-budget", "200" } })
+    local c, other = srv:connect(), srv:connect()
+    assert.are.equal("OK", call(c, "SET", ("a"):rep(200000), "1"))
+    -- one star, then 20000 a's and a b: each of the key's 200000 starts
+    -- matches 20000 a's before it fails, billions of steps
+    H.send(c, resp.command("KEYS", "*" .. ("a"):rep(20000) .. "b"))
+    local v, err = reply(c, 10)
+    assert.is_nil(v)
+    assert.is_truthy(err == "closed" or err:find("reset"), err)
+    srv:expect_log("exceeded handler_budget")
+    H.send(other, "PING\r\n")
+    assert.are.equal("PONG", (reply(other)))
+    assert.are.equal(1, call(other, "EXISTS", ("a"):rep(200000)))
+  end)
+
+  it("matches KEYS globs as Redis does: * ? [abc] [^abc] [a-z] and \\ escapes", function()
+    local srv = start()
+    local c = srv:connect()
+    local all = { "hello", "hallo", "hxllo", "hllo", "heeeello", "ab", "b",
+      "a*b", "a?b", "a[b", "a\\b", "axb", "a.b", "a-b", "a]b", "x%y" }
+    for _, k in ipairs(all) do assert.are.equal("OK", call(c, "SET", k, "1")) end
+    local a_b = { "a*b", "a-b", "a.b", "a?b", "a[b", "a\\b", "a]b", "axb" } -- a, any byte, b
+    local cases = {
+      { "*", all },
+      { "**", all },
+      { "hello", { "hello" } },
+      { "hell", {} },
+      { "", {} },
+      { "h*llo", { "hello", "hallo", "hxllo", "hllo", "heeeello" } },
+      { "h*l*o", { "hello", "hallo", "hxllo", "hllo", "heeeello" } },
+      { "*o", { "hello", "hallo", "hxllo", "hllo", "heeeello" } },
+      { "a*", { "ab", table.unpack(a_b) } },
+      { "*b", { "ab", "b", table.unpack(a_b) } },
+      { "**b", { "ab", "b", table.unpack(a_b) } },
+      { "h?llo", { "hello", "hallo", "hxllo" } },
+      { "?", { "b" } },
+      { "??", { "ab" } },
+      { "a?b", a_b },
+      { "h[ae]llo", { "hello", "hallo" } },
+      { "h[^e]llo", { "hallo", "hxllo" } },
+      { "h[a-e]llo", { "hello", "hallo" } },
+      { "h[e-a]llo", { "hello", "hallo" } },               -- a reversed range
+      { "h[^a-e]llo", { "hxllo" } },
+      { "a[]b", {} },                                       -- an empty class
+      { "a[^]b", a_b },                                     -- and its negation
+      { "a[bx", { "ab" } },                                 -- unclosed: to the end
+      { "a[-]b", { "a-b" } },
+      { "a[\\]]b", { "a]b" } },
+      { "a[\\-x]b", { "a-b", "axb" } },
+      { "a\\*b", { "a*b" } },
+      { "a\\?b", { "a?b" } },
+      { "a\\[b", { "a[b" } },
+      { "a\\\\b", { "a\\b" } },
+      { "a.b", { "a.b" } },                                 -- no Lua pattern magic
+      { "x%y", { "x%y" } },
+      { "nothing*", {} },
+    }
+    for _, case in ipairs(cases) do
+      local got = call(c, "KEYS", case[1])
+      assert.is_table(got, case[1])
+      table.sort(got)
+      local want = { table.unpack(case[2]) }
+      table.sort(want)
+      assert.are.same(want, got, "KEYS " .. case[1])
+    end
+  end)
+
+  -- The data lives in the Lua heap (max_lua_memory). Near the cap, writes
+  -- get -OOM as from Redis over maxmemory, and reads still work: a reply
+  -- with a value is sent as pieces, never built as one new string.
+  it("refuses writes with -OOM near the heap cap; reads and the connection go on", function()
+    local cap = 8 * 1024 * 1024
+    local srv = start({ args = { "--max-lua-memory", tostring(cap) } })
+    local c = srv:connect()
+    c:setoption("tcp-nodelay", true) -- 60 KB commands: no wait for a delayed ACK
+    local function value(i) return ("%06d"):format(i) .. ("v"):rep(60000 - 6) end
+    local stored, refused, err = 0, nil, nil
+    for i = 1, 300 do -- 300 * 60 KB is twice the cap
+      local r
+      r, err = call(c, "SET", "k" .. i, value(i))
+      if r ~= "OK" then refused = r break end
+      stored = i
+    end
+    assert.are.same({ err = "OOM command not allowed when used memory > 'maxmemory'." }, refused,
+      ("after %d SETs: %s"):format(stored, tostring(err)))
+    assert.is_true(stored >= 50, "only " .. stored .. " values of 60 KB in 8 MiB")
+    -- other writes that do not fit either (APPEND copies the old value)
+    assert.are.same({ err = "OOM command not allowed when used memory > 'maxmemory'." },
+      call(c, "SET", "other", value(0)))
+    assert.are.same({ err = "OOM command not allowed when used memory > 'maxmemory'." },
+      call(c, "APPEND", "k1", ("x"):rep(60000)))
+    -- reads: the same connection, whole values
+    assert.are.equal("PONG", call(c, "PING"))
+    for _, i in ipairs({ 1, stored // 2, stored }) do
+      assert.are.equal(value(i), call(c, "GET", "k" .. i))
+    end
+    -- all of them in one reply, several times the room left in the heap
+    local names = {}
+    for i = 1, stored do names[i] = "k" .. i end
+    names[stored + 1] = "missing"
+    local all = call(c, "MGET", table.unpack(names))
+    assert.is_table(all)
+    assert.are.equal(stored + 1, #all)
+    for i = 1, stored do assert.are.equal(value(i), all[i], "k" .. i) end
+    assert.are.equal(resp.null, all[stored + 1])
+    assert.are.equal("PONG", call(c, "PING"))
+    -- another client
+    local c2 = srv:connect()
+    assert.are.equal(value(stored), call(c2, "GET", "k" .. stored))
+    assert.are.equal(stored, call(c2, "DBSIZE"))
+    local mm = call(c2, "CONFIG", "GET", "maxmemory")
+    assert.is_true(tonumber(mm[2]) > 0 and tonumber(mm[2]) < cap, mm[2])
+    -- once keys are deleted, writes are taken again
+    assert.are.equal(stored // 2, call(c2, "DEL", table.unpack(names, 1, stored // 2)))
+    assert.is_truthy(H.wait_until(function() return call(c, "SET", "again", value(0)) == "OK" end, 5, 0.05))
+    assert.are.equal(value(0), call(c, "GET", "again"))
+    local log = srv:stderr()
+    assert.is_nil(log:find("error", 1, true), log)
   end)
 
   it("answers pipelined inline and RESP commands in order", function()

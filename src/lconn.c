@@ -128,7 +128,7 @@ int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const 
    * space; "$0\r\n\r\n" takes 6), so there are at most len / 2 + 1; only
    * when that bound does not fit are they counted. */
   size_t need = 64 + (len / 2 + 1) * 64 + len;
-  if (!lua_room(c->srv, need)) {
+  if (!hs_script_room(c->srv, need)) { /* count them before any collection */
     long argc = hs_resp_argc(m, len);
     if (argc < 0 || !lua_room(c->srv, 64 + (size_t)argc * 64 + len)) goto no_room;
   }

@@ -7,6 +7,7 @@
 --   conn:send(resp.error("ERR no such key")) --> -ERR no such key\r\n
 --   conn:send(resp.integer(42))             --> :42\r\n
 --   conn:send(resp.bulk("hi"))              --> $2\r\nhi\r\n   (nil -> $-1\r\n)
+--   conn:send(resp.bulk_parts(big))         --> the same as 3 pieces, no copy
 --   conn:send(resp.array{"a", 1, {"x"}})    --> nested arrays; see resp.encode
 --   conn:send(resp.command("SET", "k", "v"))--> a request (array of bulks)
 --
@@ -79,6 +80,24 @@ function M.bulk(s)
   end
   local n = #s
   return (BULK_PREFIX[n] or "$" .. n .. "\r\n") .. s .. "\r\n"
+end
+
+-- bulk_head(n) -> "$<n>\r\n", the header of a bulk string of n bytes.
+function M.bulk_head(n)
+  return BULK_PREFIX[n] or "$" .. n .. "\r\n"
+end
+
+-- bulk_parts(s) -> the bulk string as three strings: header, s, CRLF.
+-- conn:send(resp.bulk_parts(s)) writes them as one vector, so unlike
+-- bulk(s) a big s is not copied into a new string (nor needs the room for
+-- one in the Lua heap). nil and resp.null give the null bulk alone.
+function M.bulk_parts(s)
+  if type(s) ~= "string" then
+    if s == nil or s == M.null then return "$-1\r\n" end
+    s = tostring(s)
+  end
+  local n = #s
+  return BULK_PREFIX[n] or "$" .. n .. "\r\n", s, "\r\n"
 end
 
 -- encode(value) -> string. Strings become bulk strings, integers (and
