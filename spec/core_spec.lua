@@ -744,4 +744,101 @@ return {
       assert.are.equal(0, srv:stop())
     end)
   end)
+
+  ---------------------------------------------------------------------------
+  -- what a script can reach: the objects of a closing connection, the
+  -- module, metatables and the debug library
+  ---------------------------------------------------------------------------
+
+  describe("scripts against the host's objects", function()
+    it("on_close during a stop can read conn.listener and a unix peer after the listeners closed", function()
+      local dir = H.tempdir()
+      local path = dir .. "/s.sock"
+      local srv = H.start([[
+return {
+  framing = "line",
+  on_message = function(conn, line) conn:send("ok\n") end,
+  on_close = function(conn, reason)
+    io.stderr:write("@@ BYE ", tostring(conn.listener), " ", tostring(conn.peer), " ",
+      tostring(conn.local_addr), " ", tostring(conn), " ", reason, "\n")
+  end,
+}
+]], { listen = { "127.0.0.1:0", "unix:" .. path } })
+      local a = srv:connect()
+      local b = srv:connect("unix:" .. path)
+      H.send(a, "x\n")
+      H.send(b, "y\n")
+      assert.are.equal("ok", must_line(srv, a, "tcp client"))
+      assert.are.equal("ok", must_line(srv, b, "unix client"))
+      assert.are.equal(0, srv:stop()) -- and no sanitizer report
+      local log = srv:stderr()
+      assert.truthy(log:find("@@ BYE unix:" .. path .. " " .. path .. " unix:" .. path, 1, true), log)
+      assert.truthy(log:match("@@ BYE 127%.0%.0%.1:%d+ 127%.0%.0%.1:%d+ 127%.0%.0%.1:%d+ conn %d+ %(127"), log)
+      assert.are.equal(2, select(2, log:gsub("@@ BYE [^\n]* shutdown", "")), log)
+    end)
+
+    it("a module whose handle went away closes new clients with a handler error and keeps running", function()
+      local srv = H.start([[
+local M = {}
+function M.handle(conn)
+  M.handle = nil
+  conn:send("first\n")
+end
+return M
+]])
+      local a = srv:connect()
+      assert.are.equal("first", must_line(srv, a, "first client"))
+      for _ = 1, 3 do
+        local c = srv:connect()
+        local l, err = H.line(c)
+        assert.is_nil(l)
+        assert.truthy(closed_ok(err), tostring(err))
+      end
+      must_log(srv, "no handle function", 3, true)
+      assert.are.equal(0, srv:stop())
+    end)
+
+    it("getmetatable hides the host's metatables, and debug cannot reach around the budget", function()
+      local srv = H.start([[
+local function try(f, ...)
+  local ok, err = pcall(f, ...)
+  return ok and "ok" or (tostring(err):match("not available") and "refused" or tostring(err))
+end
+local hs = require "hotsock"
+return {
+  framing = "line",
+  on_message = function(conn, line)
+    local t = hs.after(1e6, function() end)
+    local r = {
+      tostring(getmetatable(conn)), tostring(getmetatable(t)), tostring(getmetatable(io.stdout)),
+      try(function() getmetatable(conn).__gc = function() end end) == "ok" and "gc-set" or "gc-refused",
+      try(debug.getupvalue, setmetatable, 1), try(debug.setupvalue, setmetatable, 1, nil),
+      try(debug.getregistry), try(debug.getmetatable, conn), try(debug.sethook),
+      try(debug.getlocal, 1, 1), try(debug.upvaluejoin, try, 1, try, 1),
+      type(debug.traceback()), type(debug.getinfo(1)),
+    }
+    t:cancel()
+    conn:send(table.concat(r, " "), "\n")
+  end,
+}
+]])
+      local c = srv:connect()
+      H.send(c, "go\n")
+      assert.are.equal("hotsock.conn hotsock.timer FILE* gc-refused refused refused refused "
+        .. "refused refused refused refused string table", must_line(srv, c, "reach"))
+      assert.are.equal(0, srv:stop())
+    end)
+
+    it("a start that cannot listen ends even when the chunk opened an outbound connection", function()
+      local up = H.start(ECHO_UPSTREAM)
+      local blocker = H.start(ECHO_UPSTREAM)
+      local rc, _, err = H.run({ "-l", "127.0.0.1:" .. blocker.port, H.write_script(([[
+local hs = require "hotsock"
+hs.connect("127.0.0.1", %d, { on_connect = function() end })
+return { on_message = function() end }
+]]):format(up.port)) }, { timeout = 10 })
+      assert.are.equal(1, rc, err) -- 124 when it hung until timeout(1) killed it
+      assert.truthy(err:find("cannot listen", 1, true), err)
+    end)
+  end)
 end)

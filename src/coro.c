@@ -68,11 +68,16 @@ int hs_coro_start(hs_server_t *srv, hs_conn_t *c) {
     hs_conn_abort(c, "out of memory");
     return -1;
   }
+  if (!hs_script_get_handler(srv, "handle")) { /* the script removed it */
+    srv->stats.handler_errors++;
+    hs_log_conn(srv, c, HS_LOG_ERROR, "the module has no handle function any more; closing");
+    hs_conn_close(c, "handler error");
+    return -1;
+  }
   lua_State *co = lua_newthread(L);
   c->lua.co = co;
   c->lua.co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *(hs_conn_t **)lua_getextraspace(co) = c;
-  hs_script_get_handler(srv, "handle");
   lua_xmove(L, co, 1);
   hs_lconn_push(co, c);
   run(srv, c, 1);

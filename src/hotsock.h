@@ -288,6 +288,7 @@ struct hs_server {
   uv_loop_t *loop;
   const hs_events_t *ev;     /* the host layer's callbacks */
   hs_listener_t *listeners;
+  hs_listener_t *closed_listeners; /* stopped; freed by hs_server_free */
   struct hs_conn_list conns;   /* every connection not yet freed, oldest first */
   struct hs_conn_list dirty;   /* connections with output to flush */
   struct hs_conn_list pending; /* connections with input to dispatch */
@@ -325,6 +326,7 @@ struct hs_server {
 int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev);
 int hs_server_listen(hs_server_t *srv, const char *addr);
 void hs_server_begin_stop(hs_server_t *srv, const char *why);
+void hs_server_abort(hs_server_t *srv);
 void hs_server_stop(hs_server_t *srv);
 void hs_server_free(hs_server_t *srv);
 int hs_server_signals(hs_server_t *srv);

@@ -469,5 +469,7 @@ void hs_lconn_open(lua_State *L) {
   lua_setfield(L, -2, "__eq");
   lua_pushliteral(L, "hotsock.conn");
   lua_setfield(L, -2, "__name");
+  lua_pushliteral(L, "hotsock.conn"); /* getmetatable(conn): no way to add a __gc */
+  lua_setfield(L, -2, "__metatable");
   lua_pop(L, 1);
 }

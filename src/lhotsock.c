@@ -371,6 +371,8 @@ int hs_lhotsock_open(lua_State *L) {
     lua_pushcfunction(L, timer_active);
     lua_setfield(L, -2, "active");
     lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "hotsock.timer"); /* getmetatable(t): no way to add a __gc */
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);

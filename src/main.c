@@ -249,8 +249,7 @@ int main(int argc, char **argv) {
   free(addrs);
   free(listen);
   if (rc != 0) {
-    srv.stopping = 1;
-    hs_server_stop(&srv);
+    hs_server_abort(&srv); /* an hs.connect the chunk made closes too */
     uv_run(loop, UV_RUN_DEFAULT);
     hs_script_close(&srv);
     hs_server_free(&srv);

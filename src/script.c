@@ -101,10 +101,6 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->lua.budget_ms);
 }
 
-static int no_sethook(lua_State *L) {
-  return luaL_error(L, "debug.sethook is not available: hotsock's hook enforces "
-                       "handler_budget");
-}
 
 void hs_script_budget_start(hs_server_t *srv, uint64_t ms) {
   if (srv->lua.budget_depth++ > 0) return;
@@ -325,11 +321,16 @@ static void set_path(lua_State *L, const char *field, const char *prefix) {
   lua_pop(L, 2);
 }
 
+/* Where the originals of the guarded functions are kept (registry keys):
+ * not as upvalues, which debug.getupvalue would hand out. */
+#define ORIG_SETMETATABLE "hotsock.setmetatable"
+#define ORIG_DEBUG_SETMETATABLE "hotsock.debug.setmetatable"
+
 /* setmetatable and debug.setmetatable, refusing a metatable with __gc:
  * Lua runs finalizers with hooks off, so a finalizer written in Lua would
  * run outside the handler budget (a loop in one stalls every client for
- * good). Upvalue 1 is the original function. */
-static int no_gc_setmetatable(lua_State *L) {
+ * good). */
+static int guarded_setmetatable(lua_State *L, const char *orig) {
   if (lua_type(L, 2) == LUA_TTABLE) {
     lua_pushliteral(L, "__gc");
     int t = lua_rawget(L, 2);
@@ -339,20 +340,60 @@ static int no_gc_setmetatable(lua_State *L) {
                            "scripts (finalizers run outside handler_budget); close "
                            "resources in on_close or with a <close> variable");
   }
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_getfield(L, LUA_REGISTRYINDEX, orig);
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
   return lua_gettop(L);
 }
 
-static void guard_finalizers(lua_State *L) {
+static int no_gc_setmetatable(lua_State *L) {
+  return guarded_setmetatable(L, ORIG_SETMETATABLE);
+}
+
+static int no_gc_debug_setmetatable(lua_State *L) {
+  return guarded_setmetatable(L, ORIG_DEBUG_SETMETATABLE);
+}
+
+/* A debug function a script may not have. Upvalue 1: its name. */
+static int debug_refused(lua_State *L) {
+  return luaL_error(L, "debug.%s is not available in hotsock scripts: it reaches around "
+                       "the handler budget and the host's objects (debug.traceback and "
+                       "debug.getinfo are)",
+                    lua_tostring(L, lua_upvalueindex(1)));
+}
+
+/* The script's view of the standard library: setmetatable refuses __gc,
+ * the debug library keeps traceback, getinfo and a guarded setmetatable
+ * (the rest would reach the hook, upvalues, the registry and metatables a
+ * finalizer could be put on), and file handles' metatable is protected. */
+static void guard_libraries(lua_State *L) {
   lua_getglobal(L, "setmetatable");
-  lua_pushcclosure(L, no_gc_setmetatable, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, ORIG_SETMETATABLE);
+  lua_pushcfunction(L, no_gc_setmetatable);
   lua_setglobal(L, "setmetatable");
-  if (lua_getglobal(L, "debug") == LUA_TTABLE) {
-    lua_getfield(L, -1, "setmetatable");
-    lua_pushcclosure(L, no_gc_setmetatable, 1);
-    lua_setfield(L, -2, "setmetatable");
+  if (lua_getglobal(L, "debug") == LUA_TTABLE) { /* package.loaded.debug too */
+    int dbg = lua_gettop(L);
+    lua_getfield(L, dbg, "setmetatable");
+    lua_setfield(L, LUA_REGISTRYINDEX, ORIG_DEBUG_SETMETATABLE);
+    lua_pushnil(L);
+    while (lua_next(L, dbg)) {
+      lua_pop(L, 1);
+      const char *k = lua_tostring(L, -1);
+      if (strcmp(k, "traceback") == 0 || strcmp(k, "getinfo") == 0) continue;
+      lua_pushvalue(L, -1); /* k, k */
+      if (strcmp(k, "setmetatable") == 0) {
+        lua_pushcfunction(L, no_gc_debug_setmetatable);
+      } else {
+        lua_pushvalue(L, -1);
+        lua_pushcclosure(L, debug_refused, 1);
+      }
+      lua_rawset(L, dbg); /* replacing an existing key keeps lua_next valid */
+    }
+  }
+  lua_pop(L, 1);
+  if (luaL_getmetatable(L, LUA_FILEHANDLE) == LUA_TTABLE) {
+    lua_pushliteral(L, "FILE*");
+    lua_setfield(L, -2, "__metatable");
   }
   lua_pop(L, 1);
 }
@@ -400,13 +441,8 @@ int hs_script_open(hs_server_t *srv) {
   luaL_openlibs(L);
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   /* The count hook is what enforces handler_budget: a script may not take
-   * it away. */
-  if (lua_getglobal(L, "debug") == LUA_TTABLE) {
-    lua_pushcfunction(L, no_sethook);
-    lua_setfield(L, -2, "sethook");
-  }
-  lua_pop(L, 1);
-  guard_finalizers(L);
+   * it away, nor put a finalizer where the hook does not reach. */
+  guard_libraries(L);
   if (lua_getglobal(L, "os") == LUA_TTABLE) {
     lua_pushcfunction(L, script_exit);
     lua_setfield(L, -2, "exit");

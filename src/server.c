@@ -317,13 +317,16 @@ int hs_server_listen(hs_server_t *srv, const char *addr) {
   return 0;
 }
 
+/* Stop listening. The listeners' memory stays until hs_server_free:
+ * connections still closing name them (conn.listener, a unix peer). */
 static void close_listeners(hs_server_t *srv) {
   while (srv->listeners) {
     hs_listener_t *l = srv->listeners;
     srv->listeners = l->next;
     if (l->is_unix && l->path[0]) unlink(l->path);
-    l->h.handle.data = l;
-    uv_close(&l->h.handle, listener_close_cb);
+    uv_close(&l->h.handle, NULL);
+    l->next = srv->closed_listeners;
+    srv->closed_listeners = l;
   }
 }
 
@@ -357,6 +360,16 @@ static void close_all(hs_server_t *srv) {
 static void abort_all(hs_server_t *srv) {
   hs_conn_t *c;
   TAILQ_FOREACH(c, &srv->conns, link) hs_conn_abort(c, "shutdown");
+}
+
+/* Stop at once without the orderly sequence (start-up failed): reset what
+ * is open; the loop ends when everything is freed. */
+void hs_server_abort(hs_server_t *srv) {
+  srv->stopping = 1;
+  close_listeners(srv);
+  abort_all(srv);
+  if (TAILQ_EMPTY(&srv->conns)) close_all(srv);
+  else hs_server_wake(srv); /* the before-sleep pass delivers the closes */
 }
 
 static void drain_timeout_cb(uv_timer_t *t) {
@@ -424,6 +437,11 @@ int hs_server_signals(hs_server_t *srv) {
 }
 
 void hs_server_free(hs_server_t *srv) {
+  while (srv->closed_listeners) {
+    hs_listener_t *l = srv->closed_listeners;
+    srv->closed_listeners = l->next;
+    free(l);
+  }
   free(srv->rbuf);
   srv->rbuf = NULL;
   hs_pool_free(&srv->pool);
