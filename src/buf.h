@@ -10,17 +10,17 @@
 
 /* A free list of HS_POOL_BLOCK-sized blocks, owned by one loop. */
 typedef struct hs_pool {
-  void *free;     /* singly linked list through the first word of each block */
-  size_t count;   /* blocks on the free list */
-  size_t max;     /* keep at most this many; the rest go back to malloc */
+  void *free;   /* singly linked list through the first word of each block */
+  size_t count; /* blocks on the free list */
+  size_t max;   /* keep at most this many; the rest go back to malloc */
 } hs_pool_t;
 
 /* Bytes live in data[rpos, wpos); [wpos, cap) is free space. */
 typedef struct hs_buf {
-  char *data;   /* NULL while the buffer owns no storage */
-  size_t cap;   /* bytes allocated at data */
-  size_t rpos;  /* read cursor: first unconsumed byte */
-  size_t wpos;  /* write cursor: one past the last byte */
+  char *data;  /* NULL while the buffer owns no storage */
+  size_t cap;  /* bytes allocated at data */
+  size_t rpos; /* read cursor: first unconsumed byte */
+  size_t wpos; /* write cursor: one past the last byte */
 } hs_buf_t;
 
 void hs_pool_init(hs_pool_t *pool, size_t max);

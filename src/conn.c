@@ -115,8 +115,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 void hs_conn_start_reading(hs_conn_t *c) {
-  if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_FINISHED | HS_CONN_PAUSED |
-                  HS_CONN_HELD | HS_CONN_CONNECTING))
+  if (c->flags & (HS_CONN_READING | HS_CONN_EOF | HS_CONN_FINISHED | HS_CONN_PAUSED | HS_CONN_HELD |
+                  HS_CONN_CONNECTING))
     return;
   if ((c->flags & HS_CONN_CLOSING) && !(c->flags & HS_CONN_LINGER)) return;
   if (uv_read_start(&c->h.stream, alloc_cb, read_cb) == 0) c->flags |= HS_CONN_READING;

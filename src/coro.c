@@ -148,7 +148,9 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o) {
     if (tripped) srv->stats.handler_timeouts++;
     const char *msg = lua_tostring(co, -1);
     hs_log_conn(srv, o, HS_LOG_ERROR, "error closing handle's to-be-closed variables: %s",
-                tripped ? "exceeded handler_budget" : msg ? msg : "(not a string)");
+                tripped ? "exceeded handler_budget"
+                : msg   ? msg
+                        : "(not a string)");
   }
   luaL_unref(srv->lua.L, LUA_REGISTRYINDEX, o->lua.co_ref);
   o->lua.co_ref = HS_NOREF;
@@ -161,12 +163,14 @@ static int guarded(lua_State *L, const char *what) {
   if (co && hs_coro_conn(co)) {
     if (what[0] == 'r') {
       lua_pushboolean(L, 0);
-      lua_pushliteral(L, "cannot resume a handle coroutine: hotsock resumes it when what it "
-                         "waits for (receive, hs.sleep, hs.connect) is done");
+      lua_pushliteral(L,
+                      "cannot resume a handle coroutine: hotsock resumes it when what it "
+                      "waits for (receive, hs.sleep, hs.connect) is done");
       return 2;
     }
-    return luaL_error(L, "cannot close a handle coroutine: hotsock closes it with its "
-                         "connection");
+    return luaL_error(L,
+                      "cannot close a handle coroutine: hotsock closes it with its "
+                      "connection");
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

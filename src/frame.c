@@ -41,8 +41,7 @@ int hs_framer_exact(hs_framer_t *f, size_t n) {
   return 0;
 }
 
-static const char *const len_names[] = {"u8",    "u16be", "u16le",
-                                        "u32be", "u32le", "varint"};
+static const char *const len_names[] = {"u8", "u16be", "u16le", "u32be", "u32le", "varint"};
 
 int hs_framer_length(hs_framer_t *f, const char *name) {
   for (int i = 0; i < (int)(sizeof len_names / sizeof *len_names); i++) {
@@ -80,8 +79,8 @@ const char *hs_framer_name(const hs_framer_t *f) {
 /* Decode the length prefix at p[0, n): 1 with *len and *hdr set, 0 when more
  * bytes are needed, HS_FRAME_BAD for a varint longer than 10 bytes or over
  * 64 bits. */
-static int decode_len(hs_len_kind_t k, const unsigned char *p, size_t n,
-                      uint64_t *len, size_t *hdr) {
+static int decode_len(hs_len_kind_t k, const unsigned char *p, size_t n, uint64_t *len,
+                      size_t *hdr) {
   switch (k) {
   case HS_LEN_U8:
     if (n < 1) return 0;
@@ -260,8 +259,7 @@ static long split_inline(const char *p, size_t len, char *out, hs_resp_arg_fn fn
  * or, when the input does not start with '*', an inline line. scan keeps
  * where a multibulk command's next element starts and how many are left,
  * so a command that arrives in many reads is parsed once. */
-static int resp_next(const char *p, size_t n, size_t max_frame, hs_scan_t *scan,
-                     hs_frame_t *out) {
+static int resp_next(const char *p, size_t n, size_t max_frame, hs_scan_t *scan, hs_frame_t *out) {
   if (n == 0) return HS_FRAME_MORE;
   if (p[0] != '*') {
     size_t at = find(p, n, scan->pos, "\n", 1);
@@ -329,8 +327,8 @@ static long multibulk_args(const char *p, size_t len, hs_resp_arg_fn fn, void *u
   hs_frame_t scratch;
   size_t cr;
   long long count, blen;
-  if (resp_line(p, len, &cr, &scratch) != 1 || resp_number(p, cr, &count) != 0 ||
-      count <= 0 || count > HS_RESP_MAX_ARGS)
+  if (resp_line(p, len, &cr, &scratch) != 1 || resp_number(p, cr, &count) != 0 || count <= 0 ||
+      count > HS_RESP_MAX_ARGS)
     return -1;
   size_t pos = cr + 2;
   for (long long i = 0; i < count; i++) {
@@ -338,8 +336,7 @@ static long multibulk_args(const char *p, size_t len, hs_resp_arg_fn fn, void *u
         resp_number(p + pos, cr, &blen) != 0 || blen < 0 || blen > HS_RESP_MAX_BULK)
       return -1;
     size_t start = pos + cr + 2, n = (size_t)blen;
-    if (n > len - start || len - start - n < 2 || p[start + n] != '\r' ||
-        p[start + n + 1] != '\n')
+    if (n > len - start || len - start - n < 2 || p[start + n] != '\r' || p[start + n + 1] != '\n')
       return -1;
     if (fn) fn(ud, p + start, n);
     pos = start + n + 2;
@@ -358,8 +355,8 @@ long hs_resp_args(const char *p, size_t len, char *scratch, hs_resp_arg_fn fn, v
   return split_inline(p, len, scratch, fn, ud);
 }
 
-int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_frame,
-                  int eof, hs_scan_t *scan, hs_frame_t *out) {
+int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_frame, int eof,
+                  hs_scan_t *scan, hs_frame_t *out) {
   switch (f->kind) {
   case HS_FRAME_RAW:
     if (n == 0) return HS_FRAME_MORE;
@@ -425,8 +422,7 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
     return HS_FRAME_OK;
   }
 
-  case HS_FRAME_RESP:
-    return resp_next(p, n, max_frame, scan, out);
+  case HS_FRAME_RESP: return resp_next(p, n, max_frame, scan, out);
   }
   out->why = "unknown framing";
   return HS_FRAME_BAD;

@@ -29,10 +29,10 @@ typedef enum hs_len_kind {
 
 typedef struct hs_framer {
   hs_frame_kind_t kind;
-  hs_len_kind_t len_kind;    /* HS_FRAME_LENGTH */
-  size_t exact;              /* HS_FRAME_EXACT */
-  size_t delim_len;          /* HS_FRAME_DELIM */
-  char delim[HS_DELIM_MAX];  /* HS_FRAME_DELIM */
+  hs_len_kind_t len_kind;   /* HS_FRAME_LENGTH */
+  size_t exact;             /* HS_FRAME_EXACT */
+  size_t delim_len;         /* HS_FRAME_DELIM */
+  char delim[HS_DELIM_MAX]; /* HS_FRAME_DELIM */
 } hs_framer_t;
 
 /* Where a frame was found: payload at p[off, off+len), and consumed bytes
@@ -59,16 +59,17 @@ typedef struct hs_scan {
 #define HS_FRAME_OK 1        /* *out describes a frame */
 #define HS_FRAME_TOOBIG (-1) /* the frame being received exceeds max_frame */
 #define HS_FRAME_BAD (-2)    /* malformed input (an over-long varint, bad RESP) */
-#define HS_FRAME_SKIP 2      /* nothing to deliver; drop out->consumed bytes
-                                (a RESP empty command or blank inline line) */
+#define HS_FRAME_SKIP                               \
+  2 /* nothing to deliver; drop out->consumed bytes \
+       (a RESP empty command or blank inline line) */
 
 /* Look for the next frame in p[0, n). *scan carries what a previous call
  * learned about the same unconsumed bytes (see hs_scan_t). eof says the peer
  * sent its last byte: only HS_FRAME_ALL uses it. A frame whose payload
  * exceeds max_frame gives HS_FRAME_TOOBIG as soon as that is certain,
  * before it is all received (for RESP: the command's bytes on the wire). */
-int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_frame,
-                  int eof, hs_scan_t *scan, hs_frame_t *out);
+int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_frame, int eof,
+                  hs_scan_t *scan, hs_frame_t *out);
 
 /* Build framers; return 0, or -1 for an argument out of range. */
 void hs_framer_raw(hs_framer_t *f);

@@ -138,10 +138,8 @@ static void closed(hs_conn_t *c) {
       hs_conn_take_partial(c, &p, &n);
       hs_coro_fail_waiter(srv, c, why, p, n, o->lua.wait == HS_WAIT_READ);
     }
-    hs_conn_t **pp = &o->lua.children; /* leave the owner's list */
-    while (*pp && *pp != c) pp = &(*pp)->lua.sibling;
-    if (*pp) *pp = c->lua.sibling;
-    c->lua.owner = c->lua.sibling = NULL;
+    LIST_REMOVE(c, lua.sibling); /* leave the owner's children */
+    c->lua.owner = NULL;
   }
   lua_State *co = c->lua.co;
   if (co && c->lua.wait != HS_WAIT_NONE && lua_checkstack(co, 3)) {
@@ -164,14 +162,12 @@ static void closed(hs_conn_t *c) {
     c->lua.handlers_ref = HS_NOREF;
   }
   /* Outbound connections made by this one's coroutine end with it. */
-  hs_conn_t *k = c->lua.children;
-  c->lua.children = NULL;
-  while (k) {
-    hs_conn_t *next = k->lua.sibling;
-    k->lua.owner = k->lua.sibling = NULL;
+  hs_conn_t *k;
+  while ((k = LIST_FIRST(&c->lua.children)) != NULL) {
+    LIST_REMOVE(k, lua.sibling);
+    k->lua.owner = NULL;
     hs_conn_unwant(k);
     hs_conn_close(k, "owner closed");
-    k = next;
   }
 }
 

@@ -22,7 +22,7 @@ int hs_host_handler(hs_server_t *srv, lua_State *L, hs_conn_t *c, const char *na
 void hs_host_request_exit(hs_server_t *srv, int code);
 
 /* coro.c: handle coroutines, what they wait for, and who may resume them */
-void hs_coro_open(lua_State *L);              /* guards coroutine.resume/close */
+void hs_coro_open(lua_State *L);                   /* guards coroutine.resume/close */
 int hs_coro_start(hs_server_t *srv, hs_conn_t *c); /* handle(conn) in a new coroutine */
 /* The connection whose handle coroutine L is, or NULL. */
 hs_conn_t *hs_coro_conn(lua_State *L);
@@ -78,8 +78,8 @@ int hs_module_listen_addrs(hs_server_t *srv, char ***addrs);
 
 /* lconn.c: the Lua face of a connection */
 void hs_lconn_open(lua_State *L);
-void hs_lconn_new(hs_server_t *srv, hs_conn_t *c);  /* make its box */
-int hs_lconn_prepare(lua_State *L);                  /* a box to bind later: its ref */
+void hs_lconn_new(hs_server_t *srv, hs_conn_t *c); /* make its box */
+int hs_lconn_prepare(lua_State *L);                /* a box to bind later: its ref */
 void hs_lconn_bind(hs_server_t *srv, hs_conn_t *c, int ref);
 void hs_lconn_push(lua_State *L, hs_conn_t *c);      /* push its box onto L */
 void hs_lconn_clear(hs_server_t *srv, hs_conn_t *c); /* cut the box loose */

@@ -22,8 +22,11 @@
 
 #define HS_VERSION "0.1.0"
 
+/* clang-format reads "(ptr) - x" as a cast: */
+/* clang-format off */
 #define hs_container_of(ptr, type, member) \
   ((type *)((char *)(ptr) - offsetof(type, member)))
+/* clang-format on */
 
 typedef struct hs_server hs_server_t;
 typedef struct hs_conn hs_conn_t;
@@ -54,7 +57,7 @@ typedef struct hs_limits {
   size_t max_inbuf;
   size_t max_outbuf;
   size_t low_water;
-  size_t high_water;       /* a pipe's source pauses while its target holds more */
+  size_t high_water; /* a pipe's source pauses while its target holds more */
   int backlog;
   uint64_t drain_timeout;  /* ms */
   uint64_t handler_budget; /* ms */
@@ -134,11 +137,11 @@ typedef struct hs_listener {
     uv_pipe_t pipe;
     uv_stream_t stream;
     uv_handle_t handle;
-  } h;                       /* first, so the handle pointer is the listener */
+  } h; /* first, so the handle pointer is the listener */
   hs_server_t *srv;
   int is_unix;
-  char name[128];            /* the address as printed: "127.0.0.1:43121" */
-  char path[108];            /* unix socket path to unlink at exit */
+  char name[128]; /* the address as printed: "127.0.0.1:43121" */
+  char path[108]; /* unix socket path to unlink at exit */
   struct hs_listener *next;
 } hs_listener_t;
 
@@ -152,42 +155,44 @@ typedef enum hs_wait {
 
 /* Connection flags (socket layer). */
 enum {
-  HS_CONN_CLOSING = 1 << 0,   /* close decided; output may still drain */
-  HS_CONN_FLUSHING = 1 << 1,  /* closing after queued output is written */
-  HS_CONN_EOF = 1 << 2,       /* the peer sent FIN */
-  HS_CONN_PAUSED = 1 << 3,    /* hs_conn_pause */
-  HS_CONN_READING = 1 << 4,   /* uv_read_start is in effect */
-  HS_CONN_DIRTY = 1 << 5,     /* on the server's flush list */
-  HS_CONN_PENDING = 1 << 6,   /* on the server's dispatch list */
-  HS_CONN_SHUTDOWN = 1 << 7,  /* half-close asked for; FIN after output */
-  HS_CONN_FIN_SENT = 1 << 8,  /* uv_shutdown issued */
-  HS_CONN_ABOVE_LOW = 1 << 9, /* buffered output went above low_water */
-  HS_CONN_UNIX = 1 << 10,     /* a unix socket */
-  HS_CONN_PULL = 1 << 11,     /* frames are delivered only while a read is wanted */
+  HS_CONN_CLOSING = 1 << 0,      /* close decided; output may still drain */
+  HS_CONN_FLUSHING = 1 << 1,     /* closing after queued output is written */
+  HS_CONN_EOF = 1 << 2,          /* the peer sent FIN */
+  HS_CONN_PAUSED = 1 << 3,       /* hs_conn_pause */
+  HS_CONN_READING = 1 << 4,      /* uv_read_start is in effect */
+  HS_CONN_DIRTY = 1 << 5,        /* on the server's flush list */
+  HS_CONN_PENDING = 1 << 6,      /* on the server's dispatch list */
+  HS_CONN_SHUTDOWN = 1 << 7,     /* half-close asked for; FIN after output */
+  HS_CONN_FIN_SENT = 1 << 8,     /* uv_shutdown issued */
+  HS_CONN_ABOVE_LOW = 1 << 9,    /* buffered output went above low_water */
+  HS_CONN_UNIX = 1 << 10,        /* a unix socket */
+  HS_CONN_PULL = 1 << 11,        /* frames are delivered only while a read is wanted */
   HS_CONN_DISPATCHING = 1 << 12, /* inside hs_conn_dispatch (no re-entry) */
-  HS_CONN_FINISHED = 1 << 13, /* closed: handles closing, on the closed queue */
-  HS_CONN_OUTBOUND = 1 << 14, /* made by hs_conn_connect */
-  HS_CONN_CONNECTING = 1 << 15, /* the connect is still under way */
-  HS_CONN_HELD = 1 << 16,     /* not reading: the pipe target is above high_water */
-  HS_CONN_LINGER = 1 << 17,   /* closing: FIN sent after output, input dropped until
-                                 the peer's FIN or linger_until */
-  HS_CONN_WANT = 1 << 18,     /* pull mode: a read waits for a frame */
-  HS_CONN_QUEUED = 1 << 19    /* on the closed queue: not freed before delivery */
+  HS_CONN_FINISHED = 1 << 13,    /* closed: handles closing, on the closed queue */
+  HS_CONN_OUTBOUND = 1 << 14,    /* made by hs_conn_connect */
+  HS_CONN_CONNECTING = 1 << 15,  /* the connect is still under way */
+  HS_CONN_HELD = 1 << 16,        /* not reading: the pipe target is above high_water */
+  HS_CONN_LINGER = 1 << 17,      /* closing: FIN sent after output, input dropped until
+                                    the peer's FIN or linger_until */
+  HS_CONN_WANT = 1 << 18,        /* pull mode: a read waits for a frame */
+  HS_CONN_QUEUED = 1 << 19       /* on the closed queue: not freed before delivery */
 };
+
+LIST_HEAD(hs_conn_children, hs_conn);
 
 /* The host layer's part of a connection: the socket layer never reads it. */
 typedef struct hs_conn_lua {
-  int box_ref;              /* registry ref of the Lua userdata box */
-  int handlers_ref;         /* outbound, event style: its handler table */
-  int co_ref;               /* registry ref of the handle coroutine */
-  struct lua_State *co;     /* the handle coroutine, while it lives */
-  int running;              /* the coroutine runs now (inside lua_resume) */
-  hs_wait_t wait;           /* what the coroutine waits for */
-  hs_conn_t *wait_on;       /* the connection it reads from or connects */
-  hs_conn_t *owner;         /* outbound: the connection whose coroutine made it */
-  hs_conn_t *children;      /* outbound connections this one's coroutine made */
-  hs_conn_t *sibling;       /* next in the owner's children list */
-  int closed_by_script;     /* conn:close() or conn:abort() ended it */
+  int box_ref;                      /* registry ref of the Lua userdata box */
+  int handlers_ref;                 /* outbound, event style: its handler table */
+  int co_ref;                       /* registry ref of the handle coroutine */
+  struct lua_State *co;             /* the handle coroutine, while it lives */
+  int running;                      /* the coroutine runs now (inside lua_resume) */
+  hs_wait_t wait;                   /* what the coroutine waits for */
+  hs_conn_t *wait_on;               /* the connection it reads from or connects */
+  hs_conn_t *owner;                 /* outbound: the connection whose coroutine made it */
+  struct hs_conn_children children; /* outbound connections its coroutine made */
+  LIST_ENTRY(hs_conn) sibling;      /* in the owner's children */
+  int closed_by_script;             /* conn:close() or conn:abort() ended it */
 } hs_conn_lua_t;
 
 /* One client. C owns this memory and frees it only after both the libuv
@@ -199,51 +204,51 @@ struct hs_conn {
     uv_pipe_t pipe;
     uv_stream_t stream;
     uv_handle_t handle;
-  } h;                      /* first: container_of from the handle */
-  uv_timer_t timer;         /* one timer for every deadline */
-  uv_write_t wreq;          /* the one write in flight */
-  uv_shutdown_t sreq;       /* half-close request */
+  } h;                /* first: container_of from the handle */
+  uv_timer_t timer;   /* one timer for every deadline */
+  uv_write_t wreq;    /* the one write in flight */
+  uv_shutdown_t sreq; /* half-close request */
   hs_server_t *srv;
-  hs_listener_t *listener;  /* NULL for an outbound connection */
-  TAILQ_ENTRY(hs_conn) link;    /* the server's connections, until freed */
-  TAILQ_ENTRY(hs_conn) dirty;   /* the flush list */
-  TAILQ_ENTRY(hs_conn) queue;   /* the dispatch list, then the closed queue */
+  hs_listener_t *listener;    /* NULL for an outbound connection */
+  TAILQ_ENTRY(hs_conn) link;  /* the server's connections, until freed */
+  TAILQ_ENTRY(hs_conn) dirty; /* the flush list */
+  TAILQ_ENTRY(hs_conn) queue; /* the dispatch list, then the closed queue */
   uint64_t id;
   unsigned flags;
-  int handles_open;         /* uv handles still to close (stream, timer) */
+  int handles_open; /* uv handles still to close (stream, timer) */
   /* input */
-  hs_framer_t framer;       /* the framing (in pull mode, the wanted read's) */
-  hs_scan_t scan;           /* what the framer learned of pending input */
-  hs_buf_t in;              /* unframed input the connection owns */
-  const char *borrowed;     /* during a read: unframed bytes in the loop's buffer */
+  hs_framer_t framer;   /* the framing (in pull mode, the wanted read's) */
+  hs_scan_t scan;       /* what the framer learned of pending input */
+  hs_buf_t in;          /* unframed input the connection owns */
+  const char *borrowed; /* during a read: unframed bytes in the loop's buffer */
   size_t borrowed_len;
-  size_t max_frame;         /* per-connection copy of the limit */
-  const char *input_error;  /* pull mode: a frame error ended the input */
+  size_t max_frame;        /* per-connection copy of the limit */
+  const char *input_error; /* pull mode: a frame error ended the input */
   /* output */
-  hs_buf_t out;             /* output gathered, not yet handed to the kernel */
-  hs_buf_t inflight;        /* output in the write in flight */
-  int writing;              /* a uv_write is in flight */
+  hs_buf_t out;      /* output gathered, not yet handed to the kernel */
+  hs_buf_t inflight; /* output in the write in flight */
+  int writing;       /* a uv_write is in flight */
   /* deadlines */
-  hs_timeouts_t to;         /* this connection's timeouts */
-  uint64_t opened_at;       /* uv_now when accepted */
-  uint64_t last_read;       /* uv_now of the last byte read */
-  uint64_t last_write;      /* uv_now of the last write progress */
-  uint64_t frame_start;     /* uv_now when the pending frame's first byte came; 0 none */
-  uint64_t linger_until;    /* HS_CONN_LINGER: when to give up waiting for the peer */
-  uint64_t alarm_at;        /* the host's deadline; 0 none */
+  hs_timeouts_t to;          /* this connection's timeouts */
+  uint64_t opened_at;        /* uv_now when accepted */
+  uint64_t last_read;        /* uv_now of the last byte read */
+  uint64_t last_write;       /* uv_now of the last write progress */
+  uint64_t frame_start;      /* uv_now when the pending frame's first byte came; 0 none */
+  uint64_t linger_until;     /* HS_CONN_LINGER: when to give up waiting for the peer */
+  uint64_t alarm_at;         /* the host's deadline; 0 none */
   uint64_t connect_deadline; /* outbound, while connecting */
   /* identity */
-  const char *reason;       /* why it closes (static string or reason_buf) */
+  const char *reason; /* why it closes (static string or reason_buf) */
   char reason_buf[96];
-  char peer[64];            /* "ip:port", "[v6]:port" or a path */
+  char peer[64]; /* "ip:port", "[v6]:port" or a path */
   char peer_ip[48];
   int peer_port;
   char local[64];
   uint64_t bytes_in, bytes_out;
   struct hs_connect_req *creq; /* outbound: the connect under way, or NULL */
-  hs_conn_t *pipe_to;       /* bytes read here are sent there, in C */
-  hs_conn_t *pipe_from;     /* the connection piping into this one */
-  hs_conn_lua_t lua;        /* the host layer's part */
+  hs_conn_t *pipe_to;          /* bytes read here are sent there, in C */
+  hs_conn_t *pipe_from;        /* the connection piping into this one */
+  hs_conn_lua_t lua;           /* the host layer's part */
 };
 
 TAILQ_HEAD(hs_conn_list, hs_conn);
@@ -253,27 +258,27 @@ typedef struct hs_script {
   struct lua_State *L;
   const char *script_path;
   char script_dir[4096];
-  int module_ref;            /* registry ref of the handler module */
-  int on_message_ref;        /* its on_message, looked up once per module */
-  int shared_ref;            /* registry ref of hs.shared */
-  int coro_style;            /* the module has handle() */
-  size_t lua_mem;            /* bytes the Lua allocator holds */
-  int budget_depth;          /* nested protected calls under way */
-  uint64_t budget_ms;        /* budget of the outermost call under way */
-  int budget_tripped;        /* the budget ran out: every instruction raises */
-  uint64_t budget_deadline;  /* budget clock, ns */
-  hs_conn_t *current;        /* connection whose handler runs now, for logs */
-  int argc;                  /* script arguments */
+  int module_ref;           /* registry ref of the handler module */
+  int on_message_ref;       /* its on_message, looked up once per module */
+  int shared_ref;           /* registry ref of hs.shared */
+  int coro_style;           /* the module has handle() */
+  size_t lua_mem;           /* bytes the Lua allocator holds */
+  int budget_depth;         /* nested protected calls under way */
+  uint64_t budget_ms;       /* budget of the outermost call under way */
+  int budget_tripped;       /* the budget ran out: every instruction raises */
+  uint64_t budget_deadline; /* budget clock, ns */
+  hs_conn_t *current;       /* connection whose handler runs now, for logs */
+  int argc;                 /* script arguments */
   char **argv;
   int check_only;
-  struct hs_ltimer *timers;  /* live hs.after / hs.every timers */
-  struct hs_watch *watch;    /* the script watcher, or NULL */
-  uint64_t load_budget;      /* ms a script load may take */
-  const char *reload_trigger; /* a reload asked for, done before the loop sleeps */
-  int rollback_pending;      /* a rollback asked for, done before reload_trigger */
-  int exit_requested;        /* os.exit: stop before the loop sleeps */
-  int prev_module_ref;       /* the module before the last reload, during probation */
-  hs_limits_t prev_limits;   /* its settings */
+  LIST_HEAD(, hs_ltimer) timers; /* live hs.after / hs.every timers */
+  struct hs_watch *watch;        /* the script watcher, or NULL */
+  uint64_t load_budget;          /* ms a script load may take */
+  const char *reload_trigger;    /* a reload asked for, done before the loop sleeps */
+  int rollback_pending;          /* a rollback asked for, done before reload_trigger */
+  int exit_requested;            /* os.exit: stop before the loop sleeps */
+  int prev_module_ref;           /* the module before the last reload, during probation */
+  hs_limits_t prev_limits;       /* its settings */
   hs_framer_t prev_framer;
   uint64_t probation_until;  /* uv_now; 0 when no probation */
   int probation_errors;      /* errors seen in the window */
@@ -286,39 +291,38 @@ typedef struct hs_script {
 /* The server: loop, listeners, connections, counters, and the host's part. */
 struct hs_server {
   uv_loop_t *loop;
-  const hs_events_t *ev;     /* the host layer's callbacks */
+  const hs_events_t *ev; /* the host layer's callbacks */
   hs_listener_t *listeners;
   hs_listener_t *closed_listeners; /* stopped; freed by hs_server_free */
-  struct hs_conn_list conns;   /* every connection not yet freed, oldest first */
-  struct hs_conn_list dirty;   /* connections with output to flush */
-  struct hs_conn_list pending; /* connections with input to dispatch */
-  struct hs_conn_list closed;  /* closed connections whose event is due */
-  uv_prepare_t prepare;      /* the before-sleep pass */
-  uv_idle_t idle;            /* keeps the loop spinning while work is pending */
+  struct hs_conn_list conns;       /* every connection not yet freed, oldest first */
+  struct hs_conn_list dirty;       /* connections with output to flush */
+  struct hs_conn_list pending;     /* connections with input to dispatch */
+  struct hs_conn_list closed;      /* closed connections whose event is due */
+  uv_prepare_t prepare;            /* the before-sleep pass */
+  uv_idle_t idle;                  /* keeps the loop spinning while work is pending */
   uv_signal_t sigint, sigterm, sighup;
-  uv_timer_t drain_timer;    /* shutdown deadline */
-  hs_pool_t pool;            /* blocks for connection buffers */
-  char *rbuf;                /* the loop's read buffer */
+  uv_timer_t drain_timer; /* shutdown deadline */
+  hs_pool_t pool;         /* blocks for connection buffers */
+  char *rbuf;             /* the loop's read buffer */
   size_t rbuf_size;
-  hs_limits_t limits;        /* effective settings */
-  hs_limits_t cli;           /* command-line overrides; 0 (HS_UNSET for timeouts) unset */
-  hs_framer_t framer;        /* the framing new connections start with */
+  hs_limits_t limits; /* effective settings */
+  hs_limits_t cli;    /* command-line overrides; 0 (HS_UNSET for timeouts) unset */
+  hs_framer_t framer; /* the framing new connections start with */
   int log_level;
   uint64_t next_id;
   hs_stats_t stats;
-  size_t outbound_mem;       /* bytes held by outbound connections (a script's) */
-  int stopping;              /* a stop began */
+  size_t outbound_mem; /* bytes held by outbound connections (a script's) */
+  int stopping;        /* a stop began */
   int exit_code;
-  uint64_t last_emfile_log;  /* ms; accept errors are logged once a second */
-  uint64_t last_reject_log;  /* ms; max_clients rejections likewise */
-  int closing_all;           /* handles are being closed; uv_run will return */
-  hs_script_t lua;           /* the host layer's part */
+  uint64_t last_emfile_log; /* ms; accept errors are logged once a second */
+  uint64_t last_reject_log; /* ms; max_clients rejections likewise */
+  int closing_all;          /* handles are being closed; uv_run will return */
+  hs_script_t lua;          /* the host layer's part */
 };
 
 /* log.c wrappers that know the server's level and current connection. */
-#define hs_log(srv, level, ...)                                                       \
-  hs_logf((srv)->log_level, (level), (srv)->lua.current ? (srv)->lua.current->id : 0, \
-          __VA_ARGS__)
+#define hs_log(srv, level, ...) \
+  hs_logf((srv)->log_level, (level), (srv)->lua.current ? (srv)->lua.current->id : 0, __VA_ARGS__)
 #define hs_log_conn(srv, c, level, ...) \
   hs_logf((srv)->log_level, (level), (c) ? (c)->id : 0, __VA_ARGS__)
 
@@ -371,9 +375,8 @@ void hs_timers_update(hs_conn_t *c);
 void hs_timers_set_alarm(hs_conn_t *c, uint64_t at); /* 0 clears it */
 
 /* outbound.c */
-hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port,
-                               uint64_t timeout, const hs_framer_t *f, char *err,
-                               size_t errlen);
+hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
+                               const hs_framer_t *f, char *err, size_t errlen);
 void hs_outbound_forget(hs_conn_t *c);
 
 #endif

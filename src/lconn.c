@@ -12,16 +12,16 @@
 #define CONN_MT "hotsock.conn"
 
 typedef struct hs_lbox {
-  hs_conn_t *c;        /* NULL once the closed event ran */
-  uint64_t id;         /* kept after close, for logs and tables keyed by id */
+  hs_conn_t *c;         /* NULL once the closed event ran */
+  uint64_t id;          /* kept after close, for logs and tables keyed by id */
   int closed_by_script; /* kept after close: methods raise, else return nil, reason */
-  char reason[40];     /* kept after close: why it closed */
+  char reason[40];      /* kept after close: why it closed */
 } hs_lbox_t;
 
 /* Keep in the order of the F_* indexes below. */
-static const char *const readonly[] = {"id",       "peer",     "peer_ip",   "peer_port",
-                                       "local_addr", "listener", "closed",  "outbound",
-                                       "bytes_in", "bytes_out", NULL};
+static const char *const readonly[] = {"id",         "peer",      "peer_ip", "peer_port",
+                                       "local_addr", "listener",  "closed",  "outbound",
+                                       "bytes_in",   "bytes_out", NULL};
 
 /* Make a box for a connection still to come, kept in the registry: its
  * ref. MAY_LJMP (memory), so callers make it before the connection. */
@@ -92,7 +92,7 @@ static hs_conn_t *check_open(lua_State *L, int idx) {
 }
 
 /* For methods with no result of their own: return nil, reason when closed. */
-#define CHECK_OPEN(c, L, idx)          \
+#define CHECK_OPEN(c, L, idx)            \
   hs_conn_t *c = check_open((L), (idx)); \
   if (!c) return 2
 
@@ -144,8 +144,8 @@ int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const 
   return 0;
 no_room:
   hs_log_conn(c->srv, c, HS_LOG_ERROR,
-              "no room in the Lua heap for a %zu-byte message (max_lua_memory %zu); closing",
-              len, c->srv->limits.max_lua_memory);
+              "no room in the Lua heap for a %zu-byte message (max_lua_memory %zu); closing", len,
+              c->srv->limits.max_lua_memory);
   hs_conn_abort(c, "out of memory");
   return -1;
 }
@@ -163,8 +163,9 @@ static int send_value(lua_State *L, hs_conn_t *c, int idx) {
       lua_rawgeti(L, idx, i);
       size_t len;
       const char *s = lua_tolstring(L, -1, &len);
-      if (!s) luaL_error(L, "send: item %d of the table is a %s, not a string", (int)i,
-                         luaL_typename(L, -1));
+      if (!s)
+        luaL_error(L, "send: item %d of the table is a %s, not a string", (int)i,
+                   luaL_typename(L, -1));
       int r = hs_conn_send(c, s, len);
       lua_pop(L, 1);
       if (r) return r;
@@ -173,8 +174,8 @@ static int send_value(lua_State *L, hs_conn_t *c, int idx) {
   }
   size_t len;
   const char *s = lua_tolstring(L, idx, &len); /* a number's __tostring is not called */
-  if (!s) luaL_argerror(L, idx, lua_pushfstring(L, "string expected, got %s",
-                                                 luaL_typename(L, idx)));
+  if (!s)
+    luaL_argerror(L, idx, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, idx)));
   return hs_conn_send(c, s, len);
 }
 
@@ -257,8 +258,8 @@ static int conn_settimeouts(lua_State *L) {
       int isnum;
       lua_Number v = lua_tonumberx(L, -1, &isnum);
       if (!isnum || !(v >= 0 && v <= (lua_Number)HS_MAX_MS))
-        return luaL_error(L, "settimeouts: %s must be a number of ms from 0 to %llu",
-                          names[i], HS_MAX_MS);
+        return luaL_error(L, "settimeouts: %s must be a number of ms from 0 to %llu", names[i],
+                          HS_MAX_MS);
       *dst[i] = (uint64_t)v;
     }
     lua_pop(L, 1);
@@ -292,9 +293,10 @@ static int conn_receive(lua_State *L) {
   }
   hs_conn_t *o = hs_coro_conn(L);
   if (!(c->flags & HS_CONN_PULL) || !o || o->lua.co != L || hs_coro_reader(c) != o)
-    return luaL_error(L, "receive works only in the handle(conn) coroutine of this "
-                         "connection, or of the one that made it with hs.connect "
-                         "(event-style scripts get messages in on_message)");
+    return luaL_error(L,
+                      "receive works only in the handle(conn) coroutine of this "
+                      "connection, or of the one that made it with hs.connect "
+                      "(event-style scripts get messages in on_message)");
   hs_framer_t f;
   char err[256];
   if (lua_isnoneornil(L, 2)) {
@@ -344,17 +346,27 @@ static int conn_pipe(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg methods[] = {
-    {"send", conn_send},         {"close", conn_close},       {"abort", conn_abort},
-    {"shutdown", conn_shutdown}, {"pause", conn_pause},       {"resume", conn_resume},
-    {"buffered", conn_buffered}, {"settimeouts", conn_settimeouts},
-    {"framing", conn_framing},   {"receive", conn_receive},   {"pipe", conn_pipe},
-    {NULL, NULL}};
+static const luaL_Reg methods[] = {{"send", conn_send},         {"close", conn_close},
+                                   {"abort", conn_abort},       {"shutdown", conn_shutdown},
+                                   {"pause", conn_pause},       {"resume", conn_resume},
+                                   {"buffered", conn_buffered}, {"settimeouts", conn_settimeouts},
+                                   {"framing", conn_framing},   {"receive", conn_receive},
+                                   {"pipe", conn_pipe},         {NULL, NULL}};
 
 /* The read-only fields, in the order of readonly[]: upvalue 2 of __index and
  * __newindex maps each name to its index + 1, so a lookup is one rawget. */
-enum { F_ID, F_PEER, F_PEER_IP, F_PEER_PORT, F_LOCAL, F_LISTENER, F_CLOSED, F_OUTBOUND,
-       F_BYTES_IN, F_BYTES_OUT };
+enum {
+  F_ID,
+  F_PEER,
+  F_PEER_IP,
+  F_PEER_PORT,
+  F_LOCAL,
+  F_LISTENER,
+  F_CLOSED,
+  F_OUTBOUND,
+  F_BYTES_IN,
+  F_BYTES_OUT
+};
 
 static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   hs_conn_t *c = b->c;
@@ -366,13 +378,17 @@ static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   case F_PEER: lua_pushstring(L, un ? c->listener->path : c->peer); break;
   case F_PEER_IP: lua_pushstring(L, un ? "unix" : c->peer_ip); break;
   case F_PEER_PORT:
-    if (un) lua_pushnil(L);
-    else lua_pushinteger(L, c->peer_port);
+    if (un)
+      lua_pushnil(L);
+    else
+      lua_pushinteger(L, c->peer_port);
     break;
   case F_LOCAL: lua_pushstring(L, un ? c->listener->name : c->local); break;
   case F_LISTENER:
-    if (c->listener) lua_pushstring(L, c->listener->name);
-    else lua_pushnil(L);
+    if (c->listener)
+      lua_pushstring(L, c->listener->name);
+    else
+      lua_pushnil(L);
     break;
   case F_OUTBOUND: lua_pushboolean(L, (c->flags & HS_CONN_OUTBOUND) != 0); break;
   case F_BYTES_IN: lua_pushinteger(L, (lua_Integer)c->bytes_in); break;
@@ -399,7 +415,7 @@ static int conn_index(lua_State *L) {
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* methods[key] */
   lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TNUMBER)      /* fields[key] */
+  if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TNUMBER) /* fields[key] */
     return push_field(L, b, (int)lua_tointeger(L, -1) - 1);
   if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) return 1; /* nil */
   lua_pushvalue(L, 2);

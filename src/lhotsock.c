@@ -16,10 +16,10 @@
 typedef struct hs_ltimer {
   uv_timer_t t;
   hs_server_t *srv;
-  int box_ref;                   /* keeps the userdata while libuv holds t */
+  int box_ref; /* keeps the userdata while libuv holds t */
   int repeat;
-  int done;                      /* cancelled, fired once, or stopped */
-  struct hs_ltimer *next, *prev; /* the server's list of live timers */
+  int done;                   /* cancelled, fired once, or stopped */
+  LIST_ENTRY(hs_ltimer) link; /* the server's live timers */
 } hs_ltimer_t;
 
 static void ltimer_close_cb(uv_handle_t *h) {
@@ -33,21 +33,17 @@ static void ltimer_close_cb(uv_handle_t *h) {
 /* Stop the timer and let libuv go of it; the userdata is released in the
  * close callback. */
 static void ltimer_end(hs_ltimer_t *t) {
-  hs_server_t *srv = t->srv;
   if (t->done) return;
   t->done = 1;
   uv_timer_stop(&t->t);
-  if (t->prev) t->prev->next = t->next;
-  else srv->lua.timers = t->next;
-  if (t->next) t->next->prev = t->prev;
-  t->next = t->prev = NULL;
+  LIST_REMOVE(t, link);
   t->t.data = t;
   uv_close((uv_handle_t *)&t->t, ltimer_close_cb);
 }
 
 /* Cancel every live timer (the server is stopping). */
 void hs_lhotsock_stop_timers(hs_server_t *srv) {
-  while (srv->lua.timers) ltimer_end(srv->lua.timers);
+  while (!LIST_EMPTY(&srv->lua.timers)) ltimer_end(LIST_FIRST(&srv->lua.timers));
 }
 
 static void ltimer_cb(uv_timer_t *h) {
@@ -87,9 +83,7 @@ static int start_timer(lua_State *L, int repeat) {
   uv_timer_init(srv->loop, &t->t);
   uint64_t due = (uint64_t)ms;
   uv_timer_start(&t->t, ltimer_cb, due, repeat ? due : 0);
-  t->next = srv->lua.timers;
-  if (srv->lua.timers) srv->lua.timers->prev = t;
-  srv->lua.timers = t;
+  LIST_INSERT_HEAD(&srv->lua.timers, t, link);
   return 1;
 }
 
@@ -207,8 +201,7 @@ static int hs_connect(lua_State *L) {
   }
   c->flags |= HS_CONN_PULL;
   c->lua.owner = owner;
-  c->lua.sibling = owner->lua.children;
-  owner->lua.children = c;
+  LIST_INSERT_HEAD(&owner->lua.children, c, lua.sibling);
   lua_settop(L, 0);
   return hs_coro_wait(L, owner, HS_WAIT_CONNECT, c);
 }
@@ -356,10 +349,15 @@ static int hs_reload(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg funcs[] = {{"after", hs_after},       {"every", hs_every},
-                                 {"sleep", hs_sleep},       {"connect", hs_connect},       {"now", hs_now},
-                                 {"clients", hs_clients},   {"broadcast", hs_broadcast},
-                                 {"stats", hs_stats},       {"reload", hs_reload},
+static const luaL_Reg funcs[] = {{"after", hs_after},
+                                 {"every", hs_every},
+                                 {"sleep", hs_sleep},
+                                 {"connect", hs_connect},
+                                 {"now", hs_now},
+                                 {"clients", hs_clients},
+                                 {"broadcast", hs_broadcast},
+                                 {"stats", hs_stats},
+                                 {"reload", hs_reload},
                                  {NULL, NULL}};
 
 int hs_lhotsock_open(lua_State *L) {

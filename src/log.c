@@ -27,13 +27,11 @@ void hs_log_write(int level, uint64_t conn_id, const char *msg, size_t len) {
   struct tm tm;
   gettimeofday(&tv, NULL);
   gmtime_r(&tv.tv_sec, &tm);
-  int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                   tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
-                   hs_log_level_name(level));
+  int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                   (int)(tv.tv_usec / 1000), hs_log_level_name(level));
   if (conn_id)
-    n += snprintf(line + n, sizeof line - (size_t)n, "conn %llu: ",
-                  (unsigned long long)conn_id);
+    n += snprintf(line + n, sizeof line - (size_t)n, "conn %llu: ", (unsigned long long)conn_id);
   /* Escape newlines and tabs so one entry is one line; cut very long entries. */
   size_t room = sizeof line - (size_t)n - 5;
   size_t o = (size_t)n;

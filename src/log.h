@@ -28,7 +28,6 @@ void hs_log_write(int level, uint64_t conn_id, const char *msg, size_t len);
 #endif
 
 /* Format and write, when level >= min_level. */
-void hs_logf(int min_level, int level, uint64_t conn_id, const char *fmt, ...)
-    HS_PRINTF(4, 5);
+void hs_logf(int min_level, int level, uint64_t conn_id, const char *fmt, ...) HS_PRINTF(4, 5);
 
 #endif

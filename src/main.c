@@ -100,8 +100,10 @@ static int parse_timeouts(const char *arg, hs_timeouts_t *to) {
     int digit = slot && eq[1] >= '0' && eq[1] <= '9'; /* strtoull skips spaces, takes '-' */
     unsigned long long v = digit ? strtoull(eq + 1, &end, 10) : 0;
     if (!digit || errno || end != comma || v > HS_MAX_MS) {
-      fprintf(stderr, "hotsock: --timeout takes NAME=MS with NAME idle, read, write, "
-                      "frame or first_byte and MS at most %llu, not \"%s\"\n", HS_MAX_MS, arg);
+      fprintf(stderr,
+              "hotsock: --timeout takes NAME=MS with NAME idle, read, write, "
+              "frame or first_byte and MS at most %llu, not \"%s\"\n",
+              HS_MAX_MS, arg);
       return -1;
     }
     *slot = v;
@@ -111,23 +113,22 @@ static int parse_timeouts(const char *arg, hs_timeouts_t *to) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"listen", required_argument, NULL, 'l'},
-      {"check", no_argument, NULL, OPT_CHECK},
-      {"no-watch", no_argument, NULL, OPT_NO_WATCH},
-      {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-      {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
-      {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
-      {"max-inbuf", required_argument, NULL, OPT_MAX_INBUF},
-      {"max-outbuf", required_argument, NULL, OPT_MAX_OUTBUF},
-      {"backlog", required_argument, NULL, OPT_BACKLOG},
-      {"drain-timeout", required_argument, NULL, OPT_DRAIN},
-      {"handler-budget", required_argument, NULL, OPT_BUDGET},
-      {"max-lua-memory", required_argument, NULL, OPT_LUA_MEM},
-      {"timeout", required_argument, NULL, OPT_TIMEOUT},
-      {"version", no_argument, NULL, 'V'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                       {"check", no_argument, NULL, OPT_CHECK},
+                                       {"no-watch", no_argument, NULL, OPT_NO_WATCH},
+                                       {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+                                       {"max-clients", required_argument, NULL, OPT_MAX_CLIENTS},
+                                       {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
+                                       {"max-inbuf", required_argument, NULL, OPT_MAX_INBUF},
+                                       {"max-outbuf", required_argument, NULL, OPT_MAX_OUTBUF},
+                                       {"backlog", required_argument, NULL, OPT_BACKLOG},
+                                       {"drain-timeout", required_argument, NULL, OPT_DRAIN},
+                                       {"handler-budget", required_argument, NULL, OPT_BUDGET},
+                                       {"max-lua-memory", required_argument, NULL, OPT_LUA_MEM},
+                                       {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   hs_server_t srv;
   memset(&srv, 0, sizeof srv);
   srv.log_level = HS_LOG_INFO;
@@ -146,8 +147,7 @@ int main(int argc, char **argv) {
     case OPT_LOG_LEVEL:
       srv.log_level = hs_log_parse_level(optarg);
       if (srv.log_level < 0) {
-        fprintf(stderr, "hotsock: --log-level is debug, info, warn or error, not \"%s\"\n",
-                optarg);
+        fprintf(stderr, "hotsock: --log-level is debug, info, warn or error, not \"%s\"\n", optarg);
         return 2;
       }
       break;
@@ -181,11 +181,11 @@ int main(int argc, char **argv) {
     case OPT_TIMEOUT:
       if (parse_timeouts(optarg, &srv.cli.timeouts)) return 2;
       break;
-    case 'V': printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string()); return 0;
+    case 'V':
+      printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string());
+      return 0;
     case 'h': usage(stdout); return 0;
-    default:
-      fprintf(stderr, "Try 'hotsock --help'.\n");
-      return 2;
+    default: fprintf(stderr, "Try 'hotsock --help'.\n"); return 2;
     }
   }
   if (optind >= argc) {

@@ -23,21 +23,27 @@ int hs_rawfield(lua_State *L, int idx, const char *k) {
 }
 
 static const char *const handler_names[] = {
-    "on_connect", "on_message", "on_close",    "on_drain", "on_timeout",
-    "on_error",   "on_reload",  "on_shutdown", "handle",   "on_frame_error", NULL};
+    "on_connect", "on_message",  "on_close", "on_drain",       "on_timeout", "on_error",
+    "on_reload",  "on_shutdown", "handle",   "on_frame_error", NULL};
 
 /* Parse a framing spec at idx (a string or a table). 0, or -1 with err. */
 int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) == LUA_TSTRING) {
     const char *s = lua_tostring(L, idx);
-    if (strcmp(s, "raw") == 0) hs_framer_raw(f);
-    else if (strcmp(s, "line") == 0 || strcmp(s, "*l") == 0) hs_framer_line(f);
-    else if (strcmp(s, "*a") == 0) hs_framer_all(f);
-    else if (strcmp(s, "resp") == 0) hs_framer_resp(f);
+    if (strcmp(s, "raw") == 0)
+      hs_framer_raw(f);
+    else if (strcmp(s, "line") == 0 || strcmp(s, "*l") == 0)
+      hs_framer_line(f);
+    else if (strcmp(s, "*a") == 0)
+      hs_framer_all(f);
+    else if (strcmp(s, "resp") == 0)
+      hs_framer_resp(f);
     else {
-      snprintf(err, errlen, "unknown framing \"%s\" (use \"raw\", \"line\", \"resp\", or "
-               "a table {delimiter=}, {length=}, {exact=})", s);
+      snprintf(err, errlen,
+               "unknown framing \"%s\" (use \"raw\", \"line\", \"resp\", or "
+               "a table {delimiter=}, {length=}, {exact=})",
+               s);
       return -1;
     }
     return 0;
@@ -51,8 +57,7 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     return 0;
   }
   if (lua_type(L, idx) != LUA_TTABLE) {
-    snprintf(err, errlen, "framing must be a string or a table, not %s",
-             luaL_typename(L, idx));
+    snprintf(err, errlen, "framing must be a string or a table, not %s", luaL_typename(L, idx));
     return -1;
   }
   int found = 0, bad = 0;
@@ -70,7 +75,8 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     found++;
     if (!k || hs_framer_length(f, k) != 0) {
-      snprintf(err, errlen, "length must be one of \"u8\", \"u16be\", \"u16le\", "
+      snprintf(err, errlen,
+               "length must be one of \"u8\", \"u16be\", \"u16le\", "
                "\"u32be\", \"u32le\", \"varint\"");
       bad = 1;
     }
@@ -95,8 +101,8 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
 }
 
 /* Read a positive integer field; 0 when absent, -1 with err when invalid. */
-static int get_size(lua_State *L, int idx, const char *name, size_t *out, int allow_zero,
-                    char *err, size_t errlen) {
+static int get_size(lua_State *L, int idx, const char *name, size_t *out, int allow_zero, char *err,
+                    size_t errlen) {
   int t = hs_rawfield(L, idx, name);
   int r = 0;
   if (t != LUA_TNIL) {
@@ -117,8 +123,8 @@ static int get_size(lua_State *L, int idx, const char *name, size_t *out, int al
 
 /* Check the module at idx and read its settings into lim and f (which hold
  * defaults on entry). Returns NULL, or err filled with what is wrong. */
-static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_framer_t *f,
-                               char *err, size_t errlen) {
+static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_framer_t *f, char *err,
+                               size_t errlen) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) != LUA_TTABLE) {
     snprintf(err, errlen, "the script must return a table of handlers, not %s",
@@ -139,9 +145,11 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
         return err;
       }
       if (!known && strncmp(k, "on_", 3) == 0) {
-        snprintf(err, errlen, "unknown handler \"%s\" (handlers are on_connect, "
+        snprintf(err, errlen,
+                 "unknown handler \"%s\" (handlers are on_connect, "
                  "on_message, on_close, on_drain, on_timeout, on_error, on_reload, "
-                 "on_shutdown, handle)", k);
+                 "on_shutdown, handle)",
+                 k);
         lua_pop(L, 2);
         return err;
       }
@@ -153,7 +161,8 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
   int has_conn = hs_rawfield(L, idx, "on_connect") == LUA_TFUNCTION;
   lua_pop(L, 3);
   if (!has_handle && !has_msg && !has_conn) {
-    snprintf(err, errlen, "the module has no handler: give it handle(conn) "
+    snprintf(err, errlen,
+             "the module has no handler: give it handle(conn) "
              "(coroutine style) or on_connect/on_message (event style)");
     return err;
   }
@@ -176,21 +185,26 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     size_t *dst;
     uint64_t *dst64;
   } sizes[] = {
-      {"max_clients", &lim->max_clients, NULL},  {"max_frame", &lim->max_frame, NULL},
-      {"max_inbuf", &lim->max_inbuf, NULL},      {"max_outbuf", &lim->max_outbuf, NULL},
-      {"low_water", &lim->low_water, NULL},      {"max_lua_memory", &lim->max_lua_memory, NULL},
+      {"max_clients", &lim->max_clients, NULL},
+      {"max_frame", &lim->max_frame, NULL},
+      {"max_inbuf", &lim->max_inbuf, NULL},
+      {"max_outbuf", &lim->max_outbuf, NULL},
+      {"low_water", &lim->low_water, NULL},
+      {"max_lua_memory", &lim->max_lua_memory, NULL},
       {"high_water", &lim->high_water, NULL},
       {"drain_timeout", NULL, &lim->drain_timeout},
       {"handler_budget", NULL, &lim->handler_budget},
   };
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-    int allow0 = strcmp(sizes[i].name, "low_water") == 0 ||
-                 strcmp(sizes[i].name, "drain_timeout") == 0;
+    int allow0 =
+        strcmp(sizes[i].name, "low_water") == 0 || strcmp(sizes[i].name, "drain_timeout") == 0;
     int r = get_size(L, idx, sizes[i].name, &v, allow0, err, errlen);
     if (r < 0) return err;
     if (r > 0) {
-      if (sizes[i].dst) *sizes[i].dst = v;
-      else *sizes[i].dst64 = v;
+      if (sizes[i].dst)
+        *sizes[i].dst = v;
+      else
+        *sizes[i].dst64 = v;
     }
   }
   if (lim->handler_budget > HS_MAX_MS || lim->drain_timeout > HS_MAX_MS) {
@@ -260,7 +274,6 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
   lua_pop(L, 1);
   return NULL;
 }
-
 
 /* The default of every limit, in one place. */
 void hs_limits_default(hs_limits_t *l) {
@@ -342,4 +355,3 @@ int hs_module_listen_addrs(hs_server_t *srv, char ***addrs) {
   *addrs = list;
   return list ? count : 0;
 }
-

@@ -24,9 +24,8 @@ void hs_outbound_forget(hs_conn_t *c) {
   c->creq = NULL;
 }
 
-
-static void fill_addr(const struct sockaddr *sa, char *out, size_t outlen, char *ip,
-                      size_t iplen, int *port) {
+static void fill_addr(const struct sockaddr *sa, char *out, size_t outlen, char *ip, size_t iplen,
+                      int *port) {
   char host[INET6_ADDRSTRLEN] = "?";
   int p = 0;
   if (sa->sa_family == AF_INET) {
@@ -67,8 +66,8 @@ static void connect_cb(uv_connect_t *req, int status) {
     fill_addr((struct sockaddr *)&ss, c->local, sizeof c->local, NULL, 0, NULL);
   len = sizeof ss;
   if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
-    fill_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer, c->peer_ip,
-              sizeof c->peer_ip, &c->peer_port);
+    fill_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer, c->peer_ip, sizeof c->peer_ip,
+              &c->peer_port);
   hs_log_conn(srv, c, HS_LOG_DEBUG, "connected to %s", c->peer);
   hs_conn_start_reading(c);
   srv->ev->connected(c);
@@ -107,9 +106,8 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
  * connection is in the live list on return, connecting; events.connected or
  * events.closed tells how it went. NULL with err on a failure known at once
  * (UV_* text), or "stopping" while the server stops. */
-hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port,
-                               uint64_t timeout, const hs_framer_t *f, char *err,
-                               size_t errlen) {
+hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
+                               const hs_framer_t *f, char *err, size_t errlen) {
   if (srv->stopping) {
     snprintf(err, errlen, "stopping");
     return NULL;

@@ -171,9 +171,8 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
     srv->framer = old_framer;
     srv->lua.coro_style = old_style;
     srv->stats.reload_failed++;
-    hs_log(srv, HS_LOG_ERROR,
-           "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s", trigger, ms,
-           (unsigned long long)srv->stats.generation, err);
+    hs_log(srv, HS_LOG_ERROR, "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s",
+           trigger, ms, (unsigned long long)srv->stats.generation, err);
     return -1;
   }
   /* Probation: keep the old module until the window passes cleanly. */

@@ -35,8 +35,7 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
    * call), where a refusal is a catchable error. Between calls the host's
    * own small pushes (a handler's name, a close reason, a new connection's
    * box) may pass it: refused there, they would end the process. */
-  if (nsize > old && srv->lua.budget_depth > 0 && !hs_script_room(srv, nsize - old))
-    return NULL;
+  if (nsize > old && srv->lua.budget_depth > 0 && !hs_script_room(srv, nsize - old)) return NULL;
   void *p = realloc(ptr, nsize);
   if (!p) return NULL;
   srv->lua.lua_mem = srv->lua.lua_mem - old + nsize;
@@ -100,7 +99,6 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
   luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->lua.budget_ms);
 }
-
 
 void hs_script_budget_start(hs_server_t *srv, uint64_t ms) {
   if (srv->lua.budget_depth++ > 0) return;
@@ -174,11 +172,11 @@ void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, 
     if (c && hs_conn_is_open(c)) hs_conn_abort(c, "handler timeout");
     return;
   }
-  if (c && hs_conn_is_open(c) && strcmp(what, "on_error") != 0 &&
-      strcmp(what, "on_close") != 0 && hs_host_handler(srv, L, c, "on_error")) {
-    lua_insert(L, -2);        /* on_error, err */
-    hs_lconn_push(L, c);      /* on_error, err, conn */
-    lua_insert(L, -2);        /* on_error, conn, err */
+  if (c && hs_conn_is_open(c) && strcmp(what, "on_error") != 0 && strcmp(what, "on_close") != 0 &&
+      hs_host_handler(srv, L, c, "on_error")) {
+    lua_insert(L, -2);   /* on_error, err */
+    hs_lconn_push(L, c); /* on_error, err, conn */
+    lua_insert(L, -2);   /* on_error, conn, err */
     hs_script_call(srv, c, 2, "on_error");
     return;
   }
@@ -222,8 +220,7 @@ void hs_script_stopped_at(const char *tb, char *out, size_t outlen) {
     const char *frame = p + 2, *end = strstr(frame, ": in ");
     const char *eol = strchr(frame, '\n');
     if (!end || (eol && eol < end)) continue;
-    if (strncmp(frame, "[C]", 3) == 0 || strncmp(frame, "(...tail calls...)", 18) == 0)
-      continue;
+    if (strncmp(frame, "[C]", 3) == 0 || strncmp(frame, "(...tail calls...)", 18) == 0) continue;
     size_t n = (size_t)(end - frame);
     if (n >= outlen) n = outlen - 1;
     memcpy(out, frame, n);
@@ -254,8 +251,8 @@ int hs_script_load_call(hs_server_t *srv, int nargs, int nres, int base, const c
     char at[256];
     hs_script_stopped_at(lua_tostring(L, -1), at, sizeof at);
     if (!at[0] && chunk) snprintf(at, sizeof at, "%s", srv->lua.script_path);
-    snprintf(err, errlen, "%s%s%s took longer than %llu ms (stopped there)", at,
-             at[0] ? ": " : "", what, (unsigned long long)srv->lua.load_budget);
+    snprintf(err, errlen, "%s%s%s took longer than %llu ms (stopped there)", at, at[0] ? ": " : "",
+             what, (unsigned long long)srv->lua.load_budget);
   } else {
     const char *msg = lua_tostring(L, -1);
     snprintf(err, errlen, "%s%s%s", chunk ? "" : what, chunk ? "" : ": ",
@@ -336,9 +333,10 @@ static int guarded_setmetatable(lua_State *L, const char *orig) {
     int t = lua_rawget(L, 2);
     lua_pop(L, 1);
     if (t != LUA_TNIL)
-      return luaL_error(L, "setmetatable: a metatable with __gc is not allowed in hotsock "
-                           "scripts (finalizers run outside handler_budget); close "
-                           "resources in on_close or with a <close> variable");
+      return luaL_error(L,
+                        "setmetatable: a metatable with __gc is not allowed in hotsock "
+                        "scripts (finalizers run outside handler_budget); close "
+                        "resources in on_close or with a <close> variable");
   }
   lua_getfield(L, LUA_REGISTRYINDEX, orig);
   lua_insert(L, 1);
@@ -346,9 +344,7 @@ static int guarded_setmetatable(lua_State *L, const char *orig) {
   return lua_gettop(L);
 }
 
-static int no_gc_setmetatable(lua_State *L) {
-  return guarded_setmetatable(L, ORIG_SETMETATABLE);
-}
+static int no_gc_setmetatable(lua_State *L) { return guarded_setmetatable(L, ORIG_SETMETATABLE); }
 
 static int no_gc_debug_setmetatable(lua_State *L) {
   return guarded_setmetatable(L, ORIG_DEBUG_SETMETATABLE);
@@ -356,9 +352,10 @@ static int no_gc_debug_setmetatable(lua_State *L) {
 
 /* A debug function a script may not have. Upvalue 1: its name. */
 static int debug_refused(lua_State *L) {
-  return luaL_error(L, "debug.%s is not available in hotsock scripts: it reaches around "
-                       "the handler budget and the host's objects (debug.traceback and "
-                       "debug.getinfo are)",
+  return luaL_error(L,
+                    "debug.%s is not available in hotsock scripts: it reaches around "
+                    "the handler budget and the host's objects (debug.traceback and "
+                    "debug.getinfo are)",
                     lua_tostring(L, lua_upvalueindex(1)));
 }
 
@@ -402,8 +399,7 @@ static void guard_libraries(lua_State *L) {
  * queued output drains), then exit with the code given. */
 static int script_exit(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
-  int code = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? 0 : 1)
-                                 : (int)luaL_optinteger(L, 1, 0);
+  int code = lua_isboolean(L, 1) ? (lua_toboolean(L, 1) ? 0 : 1) : (int)luaL_optinteger(L, 1, 0);
   hs_log(srv, HS_LOG_WARN, "os.exit(%d) called by the script: stopping as on SIGTERM", code);
   hs_host_request_exit(srv, code);
   return 0;
@@ -491,4 +487,3 @@ void hs_script_close(hs_server_t *srv) {
   if (srv->lua.L) lua_close(srv->lua.L);
   srv->lua.L = NULL;
 }
-

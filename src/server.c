@@ -90,8 +90,8 @@ static void prepare_cb(uv_prepare_t *h) {
 }
 
 /* Format a socket address as "ip:port" or "[v6]:port". */
-static void format_addr(const struct sockaddr *sa, char *out, size_t outlen, char *ip,
-                        size_t iplen, int *port) {
+static void format_addr(const struct sockaddr *sa, char *out, size_t outlen, char *ip, size_t iplen,
+                        int *port) {
   char host[INET6_ADDRSTRLEN] = "?";
   int p = 0;
   if (sa->sa_family == AF_INET) {
@@ -179,21 +179,20 @@ static void on_connection(uv_stream_t *server, int status) {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
-      format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer, c->peer_ip,
-                  sizeof c->peer_ip, &c->peer_port);
+      format_addr((struct sockaddr *)&ss, c->peer, sizeof c->peer, c->peer_ip, sizeof c->peer_ip,
+                  &c->peer_port);
     len = sizeof ss;
     if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
       format_addr((struct sockaddr *)&ss, c->local, sizeof c->local, NULL, 0, NULL);
     uv_tcp_nodelay(&c->h.tcp, 1);
   }
-  hs_log_conn(srv, c, HS_LOG_DEBUG, "connected from %s on %s",
-              l->is_unix ? l->path : c->peer, l->name);
+  hs_log_conn(srv, c, HS_LOG_DEBUG, "connected from %s on %s", l->is_unix ? l->path : c->peer,
+              l->name);
   hs_conn_start(c);
 }
 
 /* Parse "host:port", "[v6]:port", ":port" or a bare port into a sockaddr. */
-static int parse_inet(const char *addr, struct sockaddr_storage *ss, char *err,
-                      size_t errlen) {
+static int parse_inet(const char *addr, struct sockaddr_storage *ss, char *err, size_t errlen) {
   char host[256];
   const char *port_s;
   if (addr[0] == '[') {
@@ -242,8 +241,10 @@ static int parse_inet(const char *addr, struct sockaddr_storage *ss, char *err,
     return -1;
   }
   memcpy(ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
-  if (ss->ss_family == AF_INET) ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
-  else ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+  if (ss->ss_family == AF_INET)
+    ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
   uv_freeaddrinfo(req.addrinfo);
   return 0;
 }
@@ -368,8 +369,10 @@ void hs_server_abort(hs_server_t *srv) {
   srv->stopping = 1;
   close_listeners(srv);
   abort_all(srv);
-  if (TAILQ_EMPTY(&srv->conns)) close_all(srv);
-  else hs_server_wake(srv); /* the before-sleep pass delivers the closes */
+  if (TAILQ_EMPTY(&srv->conns))
+    close_all(srv);
+  else
+    hs_server_wake(srv); /* the before-sleep pass delivers the closes */
 }
 
 static void drain_timeout_cb(uv_timer_t *t) {

@@ -27,12 +27,12 @@ static void timer_cb(uv_timer_t *t);
 static uint64_t deadline_of(const hs_conn_t *c, int *which) {
   uint64_t best = 0;
   int w = DL_NONE;
-#define CONSIDER(cond, at, kind)                          \
-  do {                                                    \
-    if (cond) {                                           \
-      uint64_t t_ = (at);                                 \
-      if (best == 0 || t_ < best) best = t_, w = (kind);  \
-    }                                                     \
+#define CONSIDER(cond, at, kind)                         \
+  do {                                                   \
+    if (cond) {                                          \
+      uint64_t t_ = (at);                                \
+      if (best == 0 || t_ < best) best = t_, w = (kind); \
+    }                                                    \
   } while (0)
   if (c->flags & HS_CONN_CONNECTING) {
     *which = DL_CONNECT;
@@ -42,8 +42,7 @@ static uint64_t deadline_of(const hs_conn_t *c, int *which) {
   int reading = !(c->flags & (HS_CONN_EOF | HS_CONN_PAUSED));
   if (c->flags & HS_CONN_CLOSING) {
     /* Only the output still draining, or a linger, can time out now. */
-    CONSIDER(c->to.write && hs_conn_buffered(c) > 0, c->last_write + c->to.write,
-             HS_TIMEOUT_WRITE);
+    CONSIDER(c->to.write && hs_conn_buffered(c) > 0, c->last_write + c->to.write, HS_TIMEOUT_WRITE);
     /* The linger runs from when the last output left, so a slow reader
      * still gets all of it (the write timeout bounds that). */
     if ((c->flags & HS_CONN_LINGER) && hs_conn_buffered(c) == 0) {
@@ -56,11 +55,10 @@ static uint64_t deadline_of(const hs_conn_t *c, int *which) {
   }
   CONSIDER(c->to.idle, act + c->to.idle, HS_TIMEOUT_IDLE);
   CONSIDER(c->to.read && reading, c->last_read + c->to.read, HS_TIMEOUT_READ);
-  CONSIDER(c->to.write && hs_conn_buffered(c) > 0, c->last_write + c->to.write,
-           HS_TIMEOUT_WRITE);
+  CONSIDER(c->to.write && hs_conn_buffered(c) > 0, c->last_write + c->to.write, HS_TIMEOUT_WRITE);
   CONSIDER(c->to.frame && c->frame_start, c->frame_start + c->to.frame, HS_TIMEOUT_FRAME);
-  CONSIDER(c->to.first_byte && c->bytes_in == 0 && c->listener,
-           c->opened_at + c->to.first_byte, HS_TIMEOUT_FIRST_BYTE);
+  CONSIDER(c->to.first_byte && c->bytes_in == 0 && c->listener, c->opened_at + c->to.first_byte,
+           HS_TIMEOUT_FIRST_BYTE);
   CONSIDER(c->alarm_at, c->alarm_at, HS_TIMEOUT_ALARM);
 #undef CONSIDER
   *which = w;
@@ -127,10 +125,14 @@ static void timer_cb(uv_timer_t *t) {
   } else {
     srv->stats.timeouts++;
     /* Restart the clock of what fired, so it does not fire again at once. */
-    if (k == HS_TIMEOUT_FRAME) c->frame_start = now;
-    else if (k == HS_TIMEOUT_WRITE) c->last_write = now;
-    else if (k == HS_TIMEOUT_FIRST_BYTE) c->opened_at = now;
-    else c->last_read = c->last_write = now;
+    if (k == HS_TIMEOUT_FRAME)
+      c->frame_start = now;
+    else if (k == HS_TIMEOUT_WRITE)
+      c->last_write = now;
+    else if (k == HS_TIMEOUT_FIRST_BYTE)
+      c->opened_at = now;
+    else
+      c->last_read = c->last_write = now;
     if ((c->flags & HS_CONN_WANT) && k != HS_TIMEOUT_WRITE) {
       /* A pull read that waited too long fails, with what had arrived. */
       const char *p;

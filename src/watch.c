@@ -27,18 +27,18 @@ struct hs_watch;
 typedef struct hs_subdir {
   uv_fs_event_t ev;
   struct hs_watch *w;
-  char rel[200];                     /* "lib", "lib/sub" */
+  char rel[200]; /* "lib", "lib/sub" */
 } hs_subdir_t;
 
 typedef struct hs_watch {
   uv_fs_event_t ev;
   uv_timer_t debounce;
   hs_server_t *srv;
-  int open_handles;                  /* freed when every handle is closed */
-  int nchanged;                      /* watched names changed since the last reload */
-  char changed[MAX_CHANGED][256];    /* paths relative to the script's folder */
-  char file[256];                    /* the script's base name */
-  int nsub;                          /* subdirs in use */
+  int open_handles;               /* freed when every handle is closed */
+  int nchanged;                   /* watched names changed since the last reload */
+  char changed[MAX_CHANGED][256]; /* paths relative to the script's folder */
+  char file[256];                 /* the script's base name */
+  int nsub;                       /* subdirs in use */
   hs_subdir_t sub[MAX_SUBDIRS];
 } hs_watch_t;
 
@@ -134,8 +134,10 @@ static int module_dir(hs_server_t *srv, const char *mod, char *rel, size_t relsz
   int k = snprintf(path, sizeof path, "%s/%s.lua", srv->lua.script_dir, r);
   if (k > 0 && (size_t)k < sizeof path && access(path, F_OK) == 0) {
     char *slash = strrchr(r, '/');
-    if (slash) *slash = 0;
-    else r[0] = 0;
+    if (slash)
+      *slash = 0;
+    else
+      r[0] = 0;
     return snprintf(rel, relsz, "%s", r) < (int)relsz ? 0 : -1;
   }
   k = snprintf(path, sizeof path, "%s/%s/init.lua", srv->lua.script_dir, r);
@@ -149,8 +151,10 @@ static void watch_subdir(hs_watch_t *w, const char *rel) {
   for (int i = 0; i < w->nsub; i++)
     if (strcmp(w->sub[i].rel, rel) == 0) return;
   if (w->nsub == MAX_SUBDIRS) {
-    hs_log(srv, HS_LOG_WARN, "not watching %s/%s: already %d folders of modules watched; "
-           "SIGHUP reloads", srv->lua.script_dir, rel, MAX_SUBDIRS);
+    hs_log(srv, HS_LOG_WARN,
+           "not watching %s/%s: already %d folders of modules watched; "
+           "SIGHUP reloads",
+           srv->lua.script_dir, rel, MAX_SUBDIRS);
     return;
   }
   char path[4096];
