@@ -94,6 +94,23 @@ static size_t input_len(const hs_conn_t *c) {
   return c->borrowed_len ? c->borrowed_len : hs_buf_len(&c->in);
 }
 
+/* Drop as much of what hs_conn_skip asked for as is buffered. Every path
+ * that frames input calls it first, so skipped bytes are never framed,
+ * never copied into the connection's buffer and never count against
+ * max_frame or max_inbuf. */
+static void drop_skipped(hs_conn_t *c) {
+  if (!c->skip) return;
+  size_t n = input_len(c);
+  size_t k = c->skip < n ? (size_t)c->skip : n;
+  if (!k) return;
+  consume(c, k);
+  c->skip -= k;
+}
+
+/* A frame of c's input has begun: bytes are buffered, or bytes are still
+ * to be skipped (a refused message, which the frame timeout bounds too). */
+static int frame_pending(const hs_conn_t *c) { return input_len(c) > 0 || c->skip > 0; }
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   hs_conn_t *c = (hs_conn_t *)h;
   hs_server_t *srv = c->srv;
@@ -153,6 +170,7 @@ static void linger_close(hs_conn_t *c, const char *why) {
   c->reason = why;
   c->frame_start = 0;
   c->linger_until = uv_now(srv->loop) + HS_LINGER_MS;
+  c->skip = 0;
   consume(c, input_len(c));
   hs_server_mark_dirty(srv, c);
   hs_timers_update(c);
@@ -177,18 +195,27 @@ static const char *frame_error_text(int r, const char *detail) {
 static void frame_error(hs_conn_t *c, int r, const char *detail) {
   hs_server_t *srv = c->srv;
   const char *why = frame_error_text(r, detail);
+  char name[128];
   if (r == HS_FRAME_TOOBIG) srv->stats.oversize_frames++;
   hs_log_conn(srv, c, HS_LOG_WARN, "%s (framing %s, max_frame %zu); closing", why,
-              hs_framer_name(&c->framer), c->max_frame);
+              hs_framer_describe(&c->framer, name, sizeof name), c->max_frame);
+  c->flags |= HS_CONN_BROKEN;
+  c->skip = 0;
   if (c->flags & HS_CONN_PULL) {
     /* The reader hears of it now or at its next read (and every read
      * after); what it sends before it gives up still goes out, then the
-     * connection closes lingering (hs_conn_close). */
+     * connection closes lingering (hs_conn_close). The bad bytes are
+     * dropped, never handed over as a partial: how many had arrived when
+     * the error became certain depends on how the reads were cut, so the
+     * reader gets "" whether it waited or found them buffered. */
     c->input_error = why;
     c->frame_start = 0;
     stop_reading(c);
-    if (c->flags & HS_CONN_WANT) read_failed(c, why); /* the bad bytes are its partial */
     consume(c, input_len(c));
+    if (c->flags & HS_CONN_WANT) {
+      c->flags &= ~HS_CONN_WANT;
+      srv->ev->read_failed(c, why, "", 0);
+    }
     return;
   }
   /* The host may answer (a "-ERR Protocol error", a 431); what it and
@@ -241,6 +268,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
   }
   if (c->flags & HS_CONN_DISPATCHING) return;
   c->flags |= HS_CONN_DISPATCHING;
+  drop_skipped(c); /* while paused too: skipped bytes are not held */
   while (hs_conn_is_open(c) && !(c->flags & HS_CONN_PAUSED)) {
     if (c->pipe_to) {
       pipe_input(c);
@@ -277,7 +305,8 @@ void hs_conn_dispatch(hs_conn_t *c) {
     }
     srv->stats.frames_in++;
     delivered = 1;
-    consume(c, fr.consumed); /* the bytes stay put until settle() */
+    hs_frame_join(&c->framer, (char *)p, &fr); /* input is writable: the loop's or c->in's */
+    consume(c, fr.consumed);                   /* the bytes stay put until settle() */
     if (pull) c->flags &= ~HS_CONN_WANT;
     if (srv->ev->frame(c, &c->framer, p + fr.off, fr.len) != 0) break;
   }
@@ -294,7 +323,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
   }
   if (!c->borrowed_len) settle(c);
   /* Track when the frame now pending began, for the frame timeout. */
-  if (input_len(c) == 0) {
+  if (!frame_pending(c)) {
     c->frame_start = 0;
   } else if (delivered || c->frame_start == 0) {
     c->frame_start = uv_now(srv->loop);
@@ -374,6 +403,7 @@ int hs_conn_read(hs_conn_t *c, const hs_framer_t *f, const char **msg, size_t *l
     *why = c->input_error;
     return HS_FRAME_BAD;
   }
+  drop_skipped(c);
   if (memcmp(&c->framer, f, sizeof *f) != 0) {
     c->framer = *f;
     c->scan = (hs_scan_t){0, 0};
@@ -386,12 +416,13 @@ int hs_conn_read(hs_conn_t *c, const hs_framer_t *f, const char **msg, size_t *l
   }
   if (r == HS_FRAME_OK) {
     c->srv->stats.frames_in++;
+    hs_frame_join(f, (char *)p, &fr);
     consume(c, fr.consumed);
     *msg = p + fr.off;
     *len = fr.len;
     /* As the read path does: the frame timeout runs only while a frame is
      * pending, from when the next one began (here: now). */
-    c->frame_start = input_len(c) ? uv_now(c->srv->loop) : 0;
+    c->frame_start = frame_pending(c) ? uv_now(c->srv->loop) : 0;
     return r;
   }
   if (r < 0) {
@@ -407,11 +438,33 @@ void hs_conn_take_partial(hs_conn_t *c, const char **p, size_t *n) {
   consume(c, *n);
 }
 
+/* Skip n bytes of input: drop what is buffered at once, and leave the rest
+ * in c->skip for the read path to drop as it arrives. */
+int hs_conn_skip(hs_conn_t *c, uint64_t n) {
+  if (c->flags & HS_CONN_BROKEN) return UV_ECANCELED;
+  if (n == 0 || !hs_conn_is_open(c)) return 0;
+  size_t before = input_len(c);
+  c->skip = n > UINT64_MAX - c->skip ? UINT64_MAX : c->skip + n;
+  drop_skipped(c);
+  if (c->flags & HS_CONN_DISPATCHING) return 0; /* the dispatch ends as below */
+  /* The frame timeout now times what comes next: the bytes to skip, or a
+   * frame that starts where the skip ended. */
+  if (!frame_pending(c)) {
+    c->frame_start = 0;
+  } else if (c->frame_start == 0 || input_len(c) != before) {
+    c->frame_start = uv_now(c->srv->loop);
+    hs_timers_update(c);
+  }
+  /* What is left may hold a frame now that it starts elsewhere. */
+  if (input_len(c) && input_len(c) != before) hs_server_mark_pending(c->srv, c);
+  return 0;
+}
+
 /* Pull mode: wait for the next frame with the framing hs_conn_read set. */
 void hs_conn_want(hs_conn_t *c) {
   if (!hs_conn_is_open(c)) return;
   c->flags |= HS_CONN_WANT;
-  if (input_len(c) > 0 && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
+  if (frame_pending(c) && c->frame_start == 0) c->frame_start = uv_now(c->srv->loop);
   if (!c->borrowed_len) settle(c);
   hs_conn_start_reading(c);
   hs_timers_update(c);

@@ -2,6 +2,7 @@
  * the next frame is; a frame is never copied here. */
 #include "frame.h"
 
+#include <stdio.h>
 #include <string.h>
 
 void hs_framer_raw(hs_framer_t *f) {
@@ -12,6 +13,20 @@ void hs_framer_raw(hs_framer_t *f) {
 void hs_framer_line(hs_framer_t *f) {
   memset(f, 0, sizeof *f);
   f->kind = HS_FRAME_LINE;
+}
+
+void hs_framer_line_keep(hs_framer_t *f) {
+  hs_framer_line(f);
+  f->keep_eol = 1;
+}
+
+/* Strict lines: the delimiter framer with CRLF, under its own kind so that
+ * logs, --check and the fuzz reference name it. */
+void hs_framer_crlf(hs_framer_t *f) {
+  memset(f, 0, sizeof *f);
+  f->kind = HS_FRAME_CRLF;
+  memcpy(f->delim, "\r\n", 2);
+  f->delim_len = 2;
 }
 
 void hs_framer_all(hs_framer_t *f) {
@@ -49,16 +64,31 @@ int hs_framer_length(hs_framer_t *f, const char *name) {
       memset(f, 0, sizeof *f);
       f->kind = HS_FRAME_LENGTH;
       f->len_kind = (hs_len_kind_t)i;
+      if (f->len_kind == HS_LEN_VARINT) f->max_bytes = HS_VARINT_MAX;
       return 0;
     }
   }
   return -1;
 }
 
+int hs_framer_set_header(hs_framer_t *f, size_t n) {
+  if (f->kind != HS_FRAME_LENGTH || n > HS_HEADER_MAX) return -1;
+  f->header = n;
+  return 0;
+}
+
+int hs_framer_set_max_bytes(hs_framer_t *f, size_t n) {
+  if (f->kind != HS_FRAME_LENGTH || f->len_kind != HS_LEN_VARINT || n < 1 || n > HS_VARINT_MAX)
+    return -1;
+  f->max_bytes = (unsigned)n;
+  return 0;
+}
+
 const char *hs_framer_name(const hs_framer_t *f) {
   switch (f->kind) {
   case HS_FRAME_RAW: return "raw";
-  case HS_FRAME_LINE: return "line";
+  case HS_FRAME_LINE: return f->keep_eol ? "L" : "line";
+  case HS_FRAME_CRLF: return "crlf";
   case HS_FRAME_DELIM: return "delimiter";
   case HS_FRAME_EXACT: return "exact";
   case HS_FRAME_ALL: return "all";
@@ -76,11 +106,24 @@ const char *hs_framer_name(const hs_framer_t *f) {
   return "?";
 }
 
+/* The name, then the options a length framing has beyond its defaults, each
+ * appended only while buf has room (snprintf truncates and says so). */
+const char *hs_framer_describe(const hs_framer_t *f, char *buf, size_t len) {
+  int w = snprintf(buf, len, "%s", hs_framer_name(f));
+  size_t at = w < 0 ? 0 : (size_t)w;
+  if (f->kind == HS_FRAME_LENGTH && f->header && at < len)
+    at += (size_t)snprintf(buf + at, len - at, " header %zu", f->header);
+  if (f->kind == HS_FRAME_LENGTH && f->len_kind == HS_LEN_VARINT && f->max_bytes != HS_VARINT_MAX &&
+      at < len)
+    snprintf(buf + at, len - at, " max_bytes %u", f->max_bytes);
+  return buf;
+}
+
 /* Decode the length prefix at p[0, n): 1 with *len and *hdr set, 0 when more
- * bytes are needed, HS_FRAME_BAD for a varint longer than 10 bytes or over
- * 64 bits. */
-static int decode_len(hs_len_kind_t k, const unsigned char *p, size_t n, uint64_t *len,
-                      size_t *hdr) {
+ * bytes are needed, HS_FRAME_BAD for a varint longer than max_bytes (at most
+ * 10) or over 64 bits. */
+static int decode_len(hs_len_kind_t k, unsigned max_bytes, const unsigned char *p, size_t n,
+                      uint64_t *len, size_t *hdr) {
   switch (k) {
   case HS_LEN_U8:
     if (n < 1) return 0;
@@ -106,7 +149,8 @@ static int decode_len(hs_len_kind_t k, const unsigned char *p, size_t n, uint64_
     return 1;
   case HS_LEN_VARINT: {
     uint64_t v = 0;
-    for (size_t i = 0; i < 10; i++) {
+    if (max_bytes == 0 || max_bytes > HS_VARINT_MAX) max_bytes = HS_VARINT_MAX;
+    for (size_t i = 0; i < max_bytes; i++) {
       if (i >= n) return 0;
       uint64_t bits = p[i] & 0x7f;
       if (i == 9 && bits > 1) return HS_FRAME_BAD; /* over 64 bits */
@@ -376,16 +420,19 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
     size_t at = find(p, n, scan->pos, "\n", 1);
     if (at == n) {
       scan->pos = n;
-      /* A CR at the very end may belong to a CRLF still on its way. */
+      /* Kept, the line will be these bytes and an LF at least. Stripped, a
+       * CR at the very end may belong to a CRLF still on its way. */
+      if (f->keep_eol) return n && n >= max_frame ? HS_FRAME_TOOBIG : HS_FRAME_MORE;
       size_t pending = (n && p[n - 1] == '\r') ? n - 1 : n;
       return pending > max_frame ? HS_FRAME_TOOBIG : HS_FRAME_MORE;
     }
-    size_t len = (at > 0 && p[at - 1] == '\r') ? at - 1 : at;
+    size_t len = f->keep_eol ? at + 1 : (at > 0 && p[at - 1] == '\r') ? at - 1 : at;
     if (len > max_frame) return HS_FRAME_TOOBIG;
     out->off = 0, out->len = len, out->consumed = at + 1;
     return HS_FRAME_OK;
   }
 
+  case HS_FRAME_CRLF:
   case HS_FRAME_DELIM: {
     size_t dl = f->delim_len;
     /* The delimiter may straddle what was searched before and what is new. */
@@ -411,14 +458,19 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
     return HS_FRAME_OK;
 
   case HS_FRAME_LENGTH: {
+    /* [header][prefix][payload]: the message is the header and the payload,
+     * and max_frame counts both. */
     uint64_t len;
-    size_t hdr;
-    int r = decode_len(f->len_kind, (const unsigned char *)p, n, &len, &hdr);
+    size_t hdr, head = f->header;
+    if (head > max_frame) return n ? HS_FRAME_TOOBIG : HS_FRAME_MORE;
+    if (n < head) return HS_FRAME_MORE;
+    int r = decode_len(f->len_kind, f->max_bytes, (const unsigned char *)p + head, n - head, &len,
+                       &hdr);
     if (r == HS_FRAME_BAD) return bad(out, "malformed length prefix");
     if (r <= 0) return r;
-    if (len > max_frame) return HS_FRAME_TOOBIG;
-    if (n - hdr < len) return HS_FRAME_MORE;
-    out->off = hdr, out->len = (size_t)len, out->consumed = hdr + (size_t)len;
+    if (len > max_frame - head) return HS_FRAME_TOOBIG;
+    if (n - head - hdr < len) return HS_FRAME_MORE;
+    out->off = head + hdr, out->len = (size_t)len, out->consumed = head + hdr + (size_t)len;
     return HS_FRAME_OK;
   }
 
@@ -426,4 +478,15 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
   }
   out->why = "unknown framing";
   return HS_FRAME_BAD;
+}
+
+/* [header][prefix][payload] becomes [.. prefix bytes ..][header][payload]:
+ * the header moves forward by the prefix's width (memmove: they may
+ * overlap), and the message starts where it now is. */
+void hs_frame_join(const hs_framer_t *f, char *p, hs_frame_t *out) {
+  size_t head = f->kind == HS_FRAME_LENGTH ? f->header : 0;
+  if (!head) return;
+  memmove(p + out->off - head, p, head);
+  out->off -= head;
+  out->len += head;
 }

@@ -150,7 +150,8 @@ typedef enum hs_wait {
   HS_WAIT_NONE = 0, /* running, or no coroutine */
   HS_WAIT_READ,     /* receive on wait_on (itself or an outbound one it made) */
   HS_WAIT_SLEEP,    /* hs.sleep */
-  HS_WAIT_CONNECT   /* hs.connect of wait_on */
+  HS_WAIT_CONNECT,  /* hs.connect of wait_on */
+  HS_WAIT_WORK      /* hs.exec, hs.fs.*, hs.resolve: lua.work (lwork.c) */
 } hs_wait_t;
 
 /* Connection flags (socket layer). */
@@ -175,7 +176,8 @@ enum {
   HS_CONN_LINGER = 1 << 17,      /* closing: FIN sent after output, input dropped until
                                     the peer's FIN or linger_until */
   HS_CONN_WANT = 1 << 18,        /* pull mode: a read waits for a frame */
-  HS_CONN_QUEUED = 1 << 19       /* on the closed queue: not freed before delivery */
+  HS_CONN_QUEUED = 1 << 19,      /* on the closed queue: not freed before delivery */
+  HS_CONN_BROKEN = 1 << 20       /* a frame error ended the input (it is being closed) */
 };
 
 LIST_HEAD(hs_conn_children, hs_conn);
@@ -193,6 +195,7 @@ typedef struct hs_conn_lua {
   struct hs_conn_children children; /* outbound connections its coroutine made */
   LIST_ENTRY(hs_conn) sibling;      /* in the owner's children */
   int closed_by_script;             /* conn:close() or conn:abort() ended it */
+  struct hs_work *work;             /* HS_WAIT_WORK: the request it waits for */
 } hs_conn_lua_t;
 
 /* One client. C owns this memory and frees it only after both the libuv
@@ -223,6 +226,7 @@ struct hs_conn {
   const char *borrowed; /* during a read: unframed bytes in the loop's buffer */
   size_t borrowed_len;
   size_t max_frame;        /* per-connection copy of the limit */
+  uint64_t skip;           /* input bytes still to drop unread (hs_conn_skip) */
   const char *input_error; /* pull mode: a frame error ended the input */
   /* output */
   hs_buf_t out;      /* output gathered, not yet handed to the kernel */
@@ -272,6 +276,7 @@ typedef struct hs_script {
   char **argv;
   int check_only;
   LIST_HEAD(, hs_ltimer) timers; /* live hs.after / hs.every timers */
+  LIST_HEAD(, hs_work) work;     /* hs.exec, hs.fs.*, hs.resolve under way */
   struct hs_watch *watch;        /* the script watcher, or NULL */
   uint64_t load_budget;          /* ms a script load may take */
   const char *reload_trigger;    /* a reload asked for, done before the loop sleeps */
@@ -311,7 +316,7 @@ struct hs_server {
   int log_level;
   uint64_t next_id;
   hs_stats_t stats;
-  size_t outbound_mem; /* bytes held by outbound connections (a script's) */
+  size_t outbound_mem; /* bytes held for a script: outbound connections, hs.exec, hs.fs */
   int stopping;        /* a stop began */
   int exit_code;
   uint64_t last_emfile_log; /* ms; accept errors are logged once a second */
@@ -368,6 +373,11 @@ void hs_conn_want(hs_conn_t *c);
 void hs_conn_unwant(hs_conn_t *c);
 /* What is buffered and not framed: taken (consumed) by the caller. */
 void hs_conn_take_partial(hs_conn_t *c, const char **p, size_t *n);
+/* Drop the next n bytes of input unread, in both modes: what is buffered
+ * now, then what arrives, before any framing sees it; they never count
+ * against max_frame or max_inbuf. 0, or UV_ECANCELED when a frame error
+ * ended the input (the connection closes; its input is dropped anyway). */
+int hs_conn_skip(hs_conn_t *c, uint64_t n);
 #define HS_LINGER_MS 2000 /* a lingering close waits this long after the last output */
 
 /* timers.c: a connection's deadlines */

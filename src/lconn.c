@@ -271,7 +271,8 @@ static int conn_settimeouts(lua_State *L) {
 static int conn_framing(lua_State *L) {
   CHECK_OPEN(c, L, 1);
   if (lua_isnoneornil(L, 2)) {
-    lua_pushstring(L, hs_framer_name(&c->framer));
+    char name[128];
+    lua_pushstring(L, hs_framer_describe(&c->framer, name, sizeof name));
     return 1;
   }
   hs_framer_t f;
@@ -338,6 +339,25 @@ static int conn_receive(lua_State *L) {
   return hs_coro_wait(L, o, HS_WAIT_READ, c);
 }
 
+/* conn:skip(n): drop the next n bytes of input unread (those buffered
+ * first, then as they arrive); true, or nil, "frame error" when a frame
+ * error already ended the input (on_frame_error: the connection closes and
+ * drops its input anyway). */
+static int conn_skip(lua_State *L) {
+  CHECK_OPEN(c, L, 1);
+  int isint;
+  lua_Integer n = lua_tointegerx(L, 2, &isint);
+  if (!isint || lua_type(L, 2) != LUA_TNUMBER || n < 0)
+    return luaL_argerror(L, 2, "a non-negative integer byte count expected");
+  if (hs_conn_skip(c, (uint64_t)n) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "frame error");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int conn_pipe(lua_State *L) {
   CHECK_OPEN(from, L, 1);
   CHECK_OPEN(to, L, 2);
@@ -346,12 +366,19 @@ static int conn_pipe(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg methods[] = {{"send", conn_send},         {"close", conn_close},
-                                   {"abort", conn_abort},       {"shutdown", conn_shutdown},
-                                   {"pause", conn_pause},       {"resume", conn_resume},
-                                   {"buffered", conn_buffered}, {"settimeouts", conn_settimeouts},
-                                   {"framing", conn_framing},   {"receive", conn_receive},
-                                   {"pipe", conn_pipe},         {NULL, NULL}};
+static const luaL_Reg methods[] = {{"send", conn_send},
+                                   {"close", conn_close},
+                                   {"abort", conn_abort},
+                                   {"shutdown", conn_shutdown},
+                                   {"pause", conn_pause},
+                                   {"resume", conn_resume},
+                                   {"buffered", conn_buffered},
+                                   {"settimeouts", conn_settimeouts},
+                                   {"framing", conn_framing},
+                                   {"receive", conn_receive},
+                                   {"skip", conn_skip},
+                                   {"pipe", conn_pipe},
+                                   {NULL, NULL}};
 
 /* The read-only fields, in the order of readonly[]: upvalue 2 of __index and
  * __newindex maps each name to its index + 1, so a lookup is one rawget. */

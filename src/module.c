@@ -26,23 +26,88 @@ static const char *const handler_names[] = {
     "on_connect", "on_message",  "on_close", "on_drain",       "on_timeout", "on_error",
     "on_reload",  "on_shutdown", "handle",   "on_frame_error", NULL};
 
-/* Parse a framing spec at idx (a string or a table). 0, or -1 with err. */
+/* The keys a framing table may have. */
+static const char *const framing_keys[] = {"delimiter", "length",    "exact",
+                                           "header",    "max_bytes", NULL};
+#define FRAMING_KEYS "delimiter, length, exact, header, max_bytes"
+
+/* Check that the framing table at idx has only known keys: 0, or -1 with
+ * err naming the first other one. lua_next is raw, and keys are never
+ * converted in place (that would break the traversal). */
+static int check_framing_keys(lua_State *L, int idx, char *err, size_t errlen) {
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -1);
+      int known = 0;
+      for (int i = 0; framing_keys[i]; i++) known |= strcmp(k, framing_keys[i]) == 0;
+      if (!known) {
+        snprintf(err, errlen, "unknown framing key \"%s\" (a framing table takes %s)", k,
+                 FRAMING_KEYS);
+        lua_pop(L, 1);
+        return -1;
+      }
+    } else {
+      if (t == LUA_TNUMBER && lua_isinteger(L, -1))
+        snprintf(err, errlen, "unknown framing key [%lld] (a framing table takes %s)",
+                 (long long)lua_tointeger(L, -1), FRAMING_KEYS);
+      else
+        snprintf(err, errlen, "unknown framing key of type %s (a framing table takes %s)",
+                 luaL_typename(L, -1), FRAMING_KEYS);
+      lua_pop(L, 1);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Read an optional integer option of a length framing (header, max_bytes)
+ * and apply it with set: 0, or -1 with err. */
+static int framing_option(lua_State *L, int idx, const char *name, hs_framer_t *f,
+                          int (*set)(hs_framer_t *, size_t), const char *range, char *err,
+                          size_t errlen) {
+  int r = 0;
+  if (hs_rawfield(L, idx, name) != LUA_TNIL) {
+    int isint;
+    lua_Integer n = lua_tointegerx(L, -1, &isint);
+    if (f->kind != HS_FRAME_LENGTH) {
+      snprintf(err, errlen, "%s goes with a length framing ({length = ..., %s = n})", name, name);
+      r = -1;
+    } else if (!isint || lua_type(L, -1) != LUA_TNUMBER || n < 0 || set(f, (size_t)n) != 0) {
+      snprintf(err, errlen, "%s must be %s", name, range);
+      r = -1;
+    }
+  }
+  lua_pop(L, 1);
+  return r;
+}
+
+/* Parse a framing spec at idx (a string, a byte count or a table). 0, or -1
+ * with err. Used for the module's framing, conn:framing, conn:receive and
+ * hs.connect's opts.framing, so they all take the same specs. */
 int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) == LUA_TSTRING) {
     const char *s = lua_tostring(L, idx);
+    /* LuaSocket's receive patterns and Lua 5.4's io.read formats too. */
     if (strcmp(s, "raw") == 0)
       hs_framer_raw(f);
-    else if (strcmp(s, "line") == 0 || strcmp(s, "*l") == 0)
+    else if (strcmp(s, "line") == 0 || strcmp(s, "*l") == 0 || strcmp(s, "l") == 0)
       hs_framer_line(f);
-    else if (strcmp(s, "*a") == 0)
+    else if (strcmp(s, "L") == 0)
+      hs_framer_line_keep(f);
+    else if (strcmp(s, "crlf") == 0)
+      hs_framer_crlf(f);
+    else if (strcmp(s, "*a") == 0 || strcmp(s, "a") == 0)
       hs_framer_all(f);
     else if (strcmp(s, "resp") == 0)
       hs_framer_resp(f);
     else {
       snprintf(err, errlen,
-               "unknown framing \"%s\" (use \"raw\", \"line\", \"resp\", or "
-               "a table {delimiter=}, {length=}, {exact=})",
+               "unknown framing \"%s\" (use \"raw\", \"line\", \"crlf\", \"resp\", \"L\", "
+               "\"*a\", a byte count, or a table {delimiter=}, {length=}, {exact=})",
                s);
       return -1;
     }
@@ -60,6 +125,7 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     snprintf(err, errlen, "framing must be a string or a table, not %s", luaL_typename(L, idx));
     return -1;
   }
+  if (check_framing_keys(L, idx, err, errlen) != 0) return -1;
   int found = 0, bad = 0;
   if (hs_rawfield(L, idx, "delimiter") != LUA_TNIL) {
     size_t len;
@@ -97,6 +163,19 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     snprintf(err, errlen, "a framing table needs exactly one of delimiter, length, exact");
     return -1;
   }
+  char range[64];
+  snprintf(range, sizeof range, "an integer from 0 to %d", HS_HEADER_MAX);
+  if (framing_option(L, idx, "header", f, hs_framer_set_header, range, err, errlen) != 0) return -1;
+  if (hs_rawfield(L, idx, "max_bytes") != LUA_TNIL && f->kind == HS_FRAME_LENGTH &&
+      f->len_kind != HS_LEN_VARINT) {
+    snprintf(err, errlen, "max_bytes goes with length = \"varint\" only");
+    lua_pop(L, 1);
+    return -1;
+  }
+  lua_pop(L, 1);
+  snprintf(range, sizeof range, "an integer from 1 to %d", HS_VARINT_MAX);
+  if (framing_option(L, idx, "max_bytes", f, hs_framer_set_max_bytes, range, err, errlen) != 0)
+    return -1;
   return 0;
 }
 

@@ -168,6 +168,8 @@ static void sim_frames(sim_t *s, int eof) {
       s->done = 1;
       return;
     }
+    /* A header and its payload become one span, as conn.c makes them. */
+    hs_frame_join(&s->f, (char *)p, &fr);
     ASSERT_LE(fr.len, s->max);
     ASSERT_LE(fr.off, fr.consumed);
     ASSERT_LE(fr.len, fr.consumed - fr.off);
@@ -786,6 +788,204 @@ TEST(length_streams) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* A header before the length prefix, and varint max_bytes. */
+
+TEST(length_options_check_arguments) {
+  hs_framer_t f;
+  hs_framer_line(&f);
+  ASSERT_EQ(hs_framer_set_header(&f, 1), -1); /* a length framing only */
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 4), -1);
+  ASSERT_EQ(hs_framer_length(&f, "u16be"), 0);
+  ASSERT_EQ(f.header, 0);
+  ASSERT_EQ(f.max_bytes, 0);
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 4), -1); /* varint only */
+  ASSERT_EQ(hs_framer_set_header(&f, HS_HEADER_MAX + 1), -1);
+  ASSERT_EQ(hs_framer_set_header(&f, HS_HEADER_MAX), 0);
+  ASSERT_EQ(hs_framer_set_header(&f, 0), 0);
+  ASSERT_EQ(hs_framer_length(&f, "varint"), 0);
+  ASSERT_EQ(f.max_bytes, HS_VARINT_MAX); /* the default: 64 bits */
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 0), -1);
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, HS_VARINT_MAX + 1), -1);
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 1), 0);
+  ASSERT_EQ(f.max_bytes, 1);
+}
+
+/* The message is the header followed by the payload; the prefix between
+ * them is not delivered. */
+TEST(length_header_is_delivered_with_the_payload) {
+  hs_framer_t f;
+  hs_frame_t fr;
+  char p[] = "\x30\x05hello+";
+  ASSERT_EQ(hs_framer_length(&f, "varint"), 0);
+  ASSERT_EQ(hs_framer_set_header(&f, 1), 0);
+  ASSERT_EQ(next_fresh(&f, p, 1, 100, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(next_fresh(&f, p, 6, 100, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(next_fresh(&f, p, sizeof p - 1, 100, &fr), HS_FRAME_OK);
+  ASSERT_EQ(fr.off, 2); /* before the join: the payload alone */
+  ASSERT_EQ(fr.len, 5);
+  ASSERT_EQ(fr.consumed, 7);
+  hs_frame_join(&f, p, &fr);
+  ASSERT_EQ(fr.off, 1);
+  ASSERT_EQ(fr.consumed, 7);
+  ASSERT_MEM_STR(p + fr.off, fr.len, "\x30hello");
+  ASSERT_EQ(p[7], '+'); /* what follows the frame is untouched */
+  /* Without a header the join changes nothing. */
+  char q[] = "\x02" "ab";
+  ASSERT_EQ(hs_framer_length(&f, "u8"), 0);
+  ASSERT_EQ(next_fresh(&f, q, 3, 100, &fr), HS_FRAME_OK);
+  hs_frame_join(&f, q, &fr);
+  ASSERT_EQ(fr.off, 1);
+  ASSERT_MEM_STR(q + fr.off, fr.len, "ab");
+  ASSERT_MEM_STR(q, 3, "\x02" "ab");
+}
+
+TEST(length_header_streams) {
+  hs_framer_t f;
+  /* MQTT: a type byte, a varint remaining length (300 takes two bytes). */
+  static char mqtt[2 + 5 + 3 + 300];
+  static char big[1 + 300];
+  memcpy(mqtt, "\xc0\x00\x30\x03" "abc\x10\xac\x02", 10);
+  memset(mqtt + 10, 'm', sizeof mqtt - 10);
+  big[0] = 0x10;
+  memset(big + 1, 'm', 300);
+  const span_t want_mqtt[] = {S("\xc0"), S("\x30" "abc"), {big, sizeof big}};
+  ASSERT_EQ(hs_framer_length(&f, "varint"), 0);
+  ASSERT_EQ(hs_framer_set_header(&f, 1), 0);
+  check_stream(&f, 301, mqtt, sizeof mqtt, want_mqtt, 3, HS_FRAME_MORE);
+  /* max_frame counts header and payload: one byte less and the third frame
+   * is refused as soon as its prefix is read. */
+  check_stream(&f, 300, mqtt, 10, want_mqtt, 2, HS_FRAME_TOOBIG);
+
+  static const span_t want[] = {S("HHabc"), S("\n\n"), S("HHz")};
+  static const span_t want_big[] = {S("HHabc")};
+  static const struct {
+    const char *kind;
+    span_t in, in_big; /* in_big: a frame of 2 + 7 bytes after the first */
+  } cases[] = {
+      {"u8", S("HH\x03" "abc\n\n\x00HH\x01z"), S("HH\x03" "abcHH\x07")},
+      {"u16be", S("HH\x00\x03" "abc\n\n\x00\x00HH\x00\x01z"), S("HH\x00\x03" "abcHH\x00\x07")},
+      {"u16le", S("HH\x03\x00" "abc\n\n\x00\x00HH\x01\x00z"), S("HH\x03\x00" "abcHH\x07\x00")},
+      {"u32be", S("HH\x00\x00\x00\x03" "abc\n\n\x00\x00\x00\x00HH\x00\x00\x00\x01z"),
+       S("HH\x00\x00\x00\x03" "abcHH\x00\x00\x00\x07")},
+      {"u32le", S("HH\x03\x00\x00\x00" "abc\n\n\x00\x00\x00\x00HH\x01\x00\x00\x00z"),
+       S("HH\x03\x00\x00\x00" "abcHH\x07\x00\x00\x00")},
+      {"varint", S("HH\x03" "abc\n\n\x80\x00HH\x01z"), S("HH\x03" "abcHH\x87\x00")},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    ASSERT_EQ(hs_framer_length(&f, cases[i].kind), 0);
+    ASSERT_EQ(hs_framer_set_header(&f, 2), 0);
+    check_stream(&f, 8, cases[i].in.p, cases[i].in.n, want, 3, HS_FRAME_MORE);
+    check_stream(&f, 8, cases[i].in_big.p, cases[i].in_big.n, want_big, 1, HS_FRAME_TOOBIG);
+  }
+}
+
+TEST(length_header_over_max_frame) {
+  hs_framer_t f;
+  hs_frame_t fr;
+  ASSERT_EQ(hs_framer_length(&f, "u8"), 0);
+  ASSERT_EQ(hs_framer_set_header(&f, 4), 0);
+  /* Nothing has begun: nothing is too big yet. */
+  ASSERT_EQ(NEXT(&f, "", 3, &fr), HS_FRAME_MORE);
+  /* No frame of 4 header bytes fits in 3. */
+  ASSERT_EQ(NEXT(&f, "H", 3, &fr), HS_FRAME_TOOBIG);
+  /* A header alone (an empty payload) may fill max_frame. */
+  ASSERT_EQ(NEXT(&f, "HHHH\x00", 4, &fr), HS_FRAME_OK);
+  ASSERT_EQ(NEXT(&f, "HHHH\x01", 4, &fr), HS_FRAME_TOOBIG);
+}
+
+TEST(length_varint_max_bytes) {
+  hs_framer_t f;
+  hs_frame_t fr = {0, 0, 0, NULL};
+  ASSERT_EQ(hs_framer_length(&f, "varint"), 0);
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 4), 0);
+  /* MQTT's largest remaining length takes 4 bytes; it is only too big. */
+  ASSERT_EQ(NEXT(&f, "\xff\xff\xff\x7f", 1000, &fr), HS_FRAME_TOOBIG);
+  ASSERT_EQ(NEXT(&f, "\x80\x80\x80", 1000, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(NEXT(&f, "\x80\x80\x80\x00", 1000, &fr), HS_FRAME_OK);
+  ASSERT_EQ(fr.off, 4);
+  ASSERT_EQ(fr.len, 0);
+  /* A fifth byte would be needed: malformed once the fourth says so. */
+  ASSERT_EQ(NEXT(&f, "\x80\x80\x80\x80", 1000, &fr), HS_FRAME_BAD);
+  ASSERT_NOT_NULL(fr.why);
+  ASSERT_EQ(NEXT(&f, "\xff\xff\xff\xff\x01", 1000, &fr), HS_FRAME_BAD);
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 1), 0);
+  ASSERT_EQ(NEXT(&f, "\x7f", 1000, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(NEXT(&f, "\x80", 1000, &fr), HS_FRAME_BAD);
+  /* With a header, the prefix is counted from after it. */
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 2), 0);
+  ASSERT_EQ(hs_framer_set_header(&f, 3), 0);
+  ASSERT_EQ(NEXT(&f, "\x80\x80\x80\x80\x00", 1000, &fr), HS_FRAME_OK);
+  ASSERT_EQ(NEXT(&f, "\x80\x80\x80\x80\x80", 1000, &fr), HS_FRAME_BAD);
+  static const span_t want[] = {S("\x80\x80\x80" "ab")};
+  CHECK_STREAM(&f, 100, "\x80\x80\x80\x82\x00" "ab\x01\x02\x03\x80\x80", want, HS_FRAME_BAD);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Strict CRLF lines, and lines with their end kept ("L"). */
+
+TEST(crlf_only_crlf_ends_a_line) {
+  hs_framer_t f;
+  hs_frame_t fr;
+  hs_framer_crlf(&f);
+  ASSERT_EQ(NEXT(&f, "a\nb", 100, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(NEXT(&f, "a\nb\r", 100, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(NEXT(&f, "a\nb\r\nc", 100, &fr), HS_FRAME_OK);
+  ASSERT_EQ(fr.off, 0);
+  ASSERT_EQ(fr.len, 3);
+  ASSERT_EQ(fr.consumed, 5);
+  /* SMTP DATA: "\n.\n" does not end it, "\r\n.\r\n" does. */
+  static const span_t want[] = {S("DATA"), S("l1\n.\nl2"), S("."), S(""), S("x\ry\r")};
+  CHECK_STREAM(&f, 64, "DATA\r\nl1\n.\nl2\r\n.\r\n\r\nx\ry\r\r\ntail\n", want, HS_FRAME_MORE);
+}
+
+TEST(crlf_max_frame) {
+  hs_framer_t f;
+  hs_frame_t fr;
+  hs_framer_crlf(&f);
+  ASSERT_EQ(NEXT(&f, "abcd\r\n", 4, &fr), HS_FRAME_OK);
+  /* A CR at the end may begin the CRLF: not yet too big. */
+  ASSERT_EQ(NEXT(&f, "abcd\r", 4, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(NEXT(&f, "abcd\n", 4, &fr), HS_FRAME_TOOBIG);
+  ASSERT_EQ(NEXT(&f, "abcde", 4, &fr), HS_FRAME_TOOBIG);
+  static const span_t want[] = {S("ab")};
+  CHECK_STREAM(&f, 4, "ab\r\nab\nde\r\n", want, HS_FRAME_TOOBIG);
+}
+
+TEST(line_keep_eol) {
+  hs_framer_t f;
+  hs_frame_t fr;
+  hs_framer_line_keep(&f);
+  ASSERT_EQ(NEXT(&f, "ab\r\nc", 100, &fr), HS_FRAME_OK);
+  ASSERT_EQ(fr.len, 4); /* "ab\r\n" */
+  ASSERT_EQ(fr.consumed, 4);
+  /* max_frame counts the line as delivered, its LF included. */
+  ASSERT_EQ(NEXT(&f, "abc\n", 4, &fr), HS_FRAME_OK);
+  ASSERT_EQ(NEXT(&f, "abc", 4, &fr), HS_FRAME_MORE);
+  ASSERT_EQ(NEXT(&f, "abcd", 4, &fr), HS_FRAME_TOOBIG);
+  ASSERT_EQ(NEXT(&f, "abcd\n", 4, &fr), HS_FRAME_TOOBIG);
+  static const span_t want[] = {S("one\r\n"), S("\n"), S("x\ry\n")};
+  CHECK_STREAM(&f, 8, "one\r\n\nx\ry\ntail", want, HS_FRAME_MORE);
+}
+
+TEST(framer_describe) {
+  hs_framer_t f;
+  char buf[64];
+  hs_framer_crlf(&f);
+  ASSERT_MEM_STR(hs_framer_describe(&f, buf, sizeof buf), strlen(buf), "crlf");
+  hs_framer_line_keep(&f);
+  ASSERT_MEM_STR(hs_framer_describe(&f, buf, sizeof buf), strlen(buf), "L");
+  ASSERT_EQ(hs_framer_length(&f, "varint"), 0);
+  ASSERT_MEM_STR(hs_framer_describe(&f, buf, sizeof buf), strlen(buf), "length varint");
+  ASSERT_EQ(hs_framer_set_header(&f, 1), 0);
+  ASSERT_EQ(hs_framer_set_max_bytes(&f, 4), 0);
+  ASSERT_MEM_STR(hs_framer_describe(&f, buf, sizeof buf), strlen(buf),
+                 "length varint header 1 max_bytes 4");
+  char tiny[8];
+  hs_framer_describe(&f, tiny, sizeof tiny); /* truncated, still a string */
+  ASSERT_MEM_STR(tiny, strlen(tiny), "length ");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Exact. */
 
 TEST(exact_frames) {
@@ -1382,6 +1582,15 @@ const hs_test_t hs_frame_tests[] = {
     TEST_ENTRY(length_varint_bad_says_why),
     TEST_ENTRY(length_toobig_before_body),
     TEST_ENTRY(length_streams),
+    TEST_ENTRY(length_options_check_arguments),
+    TEST_ENTRY(length_header_is_delivered_with_the_payload),
+    TEST_ENTRY(length_header_streams),
+    TEST_ENTRY(length_header_over_max_frame),
+    TEST_ENTRY(length_varint_max_bytes),
+    TEST_ENTRY(crlf_only_crlf_ends_a_line),
+    TEST_ENTRY(crlf_max_frame),
+    TEST_ENTRY(line_keep_eol),
+    TEST_ENTRY(framer_describe),
     TEST_ENTRY(exact_frames),
     TEST_ENTRY(exact_over_max_frame_is_toobig_at_once),
     TEST_ENTRY(all_waits_for_eof),

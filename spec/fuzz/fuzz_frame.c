@@ -2,9 +2,12 @@
  * way a connection drives them, over an hs_buf_t (src/buf.c).
  *
  * Input: a 12-byte header, then the stream.
- *   h[0]      framer: % 6 -> raw, line, delimiter, length, exact, all
+ *   h[0]      framer: % 8 -> raw, line, delimiter, length, exact, all, crlf,
+ *             L (a line with its end kept)
  *   h[1]      parameter: delimiter length 1 + h[1] % 4; length kind h[1] % 6
- *             (u8 u16be u16le u32be u32le varint); exact n = 1 + h[1]
+ *             (u8 u16be u16le u32be u32le varint), with (h[1] / 6) % 4
+ *             header bytes before the prefix and, for varint, max_bytes
+ *             (h[1] / 24) % 11 (0: the default, 10); exact n = 1 + h[1]
  *   h[2..3]   max_frame = 1 + (h[2] | h[3] << 8) % 300
  *   h[4..7]   delimiter bytes (the first 1..4 are used)
  *   h[8..11]  read boundaries: cut i at h[8+i] * (n + 1) / 256; and the
@@ -16,8 +19,10 @@
  * end the same way (MORE, or TOOBIG/BAD at the same frame index); raw
  * framing, which cuts where the reads cut, must give the stream back in
  * order. Every frame is also checked against a naive reference framer, no
- * payload may exceed max_frame, and the framer may never report TOOBIG for
- * a frame that could still fit. Any mismatch calls abort().
+ * message may exceed max_frame, a header and payload joined by
+ * hs_frame_join must be those bytes of the stream, and the framer may never
+ * report TOOBIG for a frame that could still fit. Any mismatch calls
+ * abort().
  *
  * Build: clang -fsanitize=fuzzer,address,undefined (spec/fuzz/CMakeLists.txt,
  * -DHS_FUZZ=ON).
@@ -37,8 +42,10 @@
 #define END_MORE HS_FRAME_MORE
 #define END_MORE_BIG 100 /* incomplete, but certainly over max_frame */
 
-/* Frames as positions in the stream: payload at s[start, start+len). */
+/* Frames as positions in the stream: payload at s[start, start+len), and
+ * the frame (its header, if any) from s[first]. */
 typedef struct run {
+  size_t *first; /* frame offsets in the stream */
   size_t *start; /* payload offsets in the stream */
   size_t *len;   /* payload lengths */
   size_t count;  /* frames delivered */
@@ -63,24 +70,32 @@ static void fail(const char *what, const job_t *j, size_t at) {
 }
 
 static void run_init(run_t *r, size_t cap) {
+  r->first = malloc(cap * sizeof *r->first);
   r->start = malloc(cap * sizeof *r->start);
   r->len = malloc(cap * sizeof *r->len);
-  if (!r->start || !r->len) abort();
+  if (!r->first || !r->start || !r->len) abort();
   r->count = 0;
   r->cap = cap;
   r->end = END_MORE;
 }
 
 static void run_free(run_t *r) {
+  free(r->first);
   free(r->start);
   free(r->len);
 }
 
-static void run_add(run_t *r, const job_t *j, size_t start, size_t len) {
+static void run_add(run_t *r, const job_t *j, size_t first, size_t start, size_t len) {
   if (r->count == r->cap) fail("more frames than the stream allows", j, start);
+  r->first[r->count] = first;
   r->start[r->count] = start;
   r->len[r->count] = len;
   r->count++;
+}
+
+/* Header bytes a frame of f starts with (delivered before its payload). */
+static size_t header_of(const hs_framer_t *f) {
+  return f->kind == HS_FRAME_LENGTH ? f->header : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -124,8 +139,17 @@ static void conn_frames(conn_t *c, int eof) {
     if (r != HS_FRAME_OK) fail("unknown result", j, c->base);
     if (fr.off > fr.consumed || fr.len > fr.consumed - fr.off || fr.consumed > n)
       fail("frame outside the buffer", j, c->base);
+    size_t head = header_of(&j->f), off = fr.off, len = fr.len;
+    if (head > off) fail("header overlaps the payload", j, c->base);
+    /* As conn.c does: the header moves next to the payload. */
+    hs_frame_join(&j->f, (char *)p, &fr); /* p is c->in's, or empty when head is 0 */
+    if (fr.len != head + len || fr.off + fr.len != off + len)
+      fail("joined frame has the wrong span", j, c->base);
+    if (memcmp(p + fr.off, j->s + c->base, head) != 0 ||
+        memcmp(p + fr.off + head, j->s + c->base + off, len) != 0)
+      fail("joined frame is not the header and the payload", j, c->base);
     if (fr.len > j->max) fail("frame over max_frame", j, c->base);
-    run_add(c->out, j, c->base + fr.off, fr.len);
+    run_add(c->out, j, c->base, c->base + off, len);
     if (j->f.kind == HS_FRAME_ALL) {
       if (!eof || fr.consumed != n) fail("\"all\" before eof", j, c->base);
       c->done = 1;
@@ -198,8 +222,9 @@ static size_t min_payload(const char *q, size_t rem, const char *d, size_t dl) {
 }
 
 /* Decode a length prefix: 1 with *len and *hdr, 0 when incomplete (with
- * *len the least value it can still have), -1 when malformed. */
-static int ref_len(hs_len_kind_t k, const unsigned char *q, size_t rem,
+ * *len the least value it can still have), -1 when malformed (a varint
+ * longer than max_bytes, or over 64 bits). */
+static int ref_len(hs_len_kind_t k, unsigned max_bytes, const unsigned char *q, size_t rem,
                    uint64_t *len, size_t *hdr) {
   static const size_t width[] = {1, 2, 2, 4, 4};
   static const int big_endian[] = {1, 1, 0, 1, 0};
@@ -215,7 +240,7 @@ static int ref_len(hs_len_kind_t k, const unsigned char *q, size_t rem,
     return rem >= w;
   }
   uint64_t v = 0;
-  for (size_t i = 0; i < 10; i++) {
+  for (size_t i = 0; i < max_bytes; i++) {
     if (i == rem) {
       *len = v;
       return 0;
@@ -229,7 +254,7 @@ static int ref_len(hs_len_kind_t k, const unsigned char *q, size_t rem,
       return 1;
     }
   }
-  return -1; /* ten bytes and still not done */
+  return -1; /* max_bytes bytes and still not done */
 }
 
 /* Frame the whole stream, as if it all came in one read, then eof. */
@@ -248,55 +273,70 @@ static void reference(const job_t *j, run_t *out) {
 
     case HS_FRAME_ALL:
       if (rem > j->max) out->end = HS_FRAME_TOOBIG;
-      else run_add(out, j, pos, rem);
+      else run_add(out, j, pos, pos, rem);
       return;
 
     case HS_FRAME_LINE:
+    case HS_FRAME_CRLF:
     case HS_FRAME_DELIM: {
-      const char *d = f->kind == HS_FRAME_LINE ? "\n" : f->delim;
-      size_t dl = f->kind == HS_FRAME_LINE ? 1 : f->delim_len;
+      /* "crlf" is the delimiter CRLF; "L" a line with its LF (and CR). */
+      int line = f->kind == HS_FRAME_LINE, keep = line && f->keep_eol;
+      const char *d = line ? "\n" : f->kind == HS_FRAME_CRLF ? "\r\n" : f->delim;
+      size_t dl = line ? 1 : f->kind == HS_FRAME_CRLF ? 2 : f->delim_len;
       size_t i = 0;
       while (i + dl <= rem && memcmp(q + i, d, dl) != 0) i++;
       if (i + dl > rem) { /* no terminator yet */
         size_t least = min_payload(q, rem, d, dl);
-        if (f->kind == HS_FRAME_LINE && least == rem && rem && q[rem - 1] == '\r')
+        if (keep)
+          least = rem + 1; /* and the LF still to come */
+        else if (line && least == rem && rem && q[rem - 1] == '\r')
           least--; /* a CR that may be stripped */
         out->end = least > j->max ? END_MORE_BIG : END_MORE;
         return;
       }
-      size_t len = i;
-      if (f->kind == HS_FRAME_LINE && i > 0 && q[i - 1] == '\r') len--;
+      size_t len = keep ? i + 1 : i;
+      if (line && !keep && i > 0 && q[i - 1] == '\r') len--;
       if (len > j->max) {
         out->end = HS_FRAME_TOOBIG;
         return;
       }
-      run_add(out, j, pos, len);
+      run_add(out, j, pos, pos, len);
       pos += i + dl;
       break;
     }
 
     case HS_FRAME_LENGTH: {
+      /* [header][prefix][payload]; max_frame counts header and payload. */
       uint64_t len = 0;
-      size_t hdr = 0;
-      int r = ref_len(f->len_kind, (const unsigned char *)q, rem, &len, &hdr);
+      size_t hdr = 0, head = f->header;
+      if (head > j->max) {
+        out->end = rem ? HS_FRAME_TOOBIG : END_MORE;
+        return;
+      }
+      if (rem < head) {
+        out->end = END_MORE;
+        return;
+      }
+      unsigned mb = f->len_kind == HS_LEN_VARINT ? f->max_bytes : 0;
+      int r = ref_len(f->len_kind, mb, (const unsigned char *)q + head, rem - head, &len, &hdr);
       if (r < 0) {
         out->end = HS_FRAME_BAD;
         return;
       }
       if (r == 0) {
-        out->end = len > j->max ? END_MORE_BIG : END_MORE;
+        out->end = len > j->max - head ? END_MORE_BIG : END_MORE;
         return;
       }
-      if (len > j->max) {
+      if (len > j->max - head) {
         out->end = HS_FRAME_TOOBIG;
         return;
       }
-      if (rem - hdr < len) {
+      if (rem - head - hdr < len) {
         out->end = END_MORE;
         return;
       }
-      run_add(out, j, pos + hdr, (size_t)len);
-      pos += hdr + (size_t)len;
+      run_add(out, j, pos, pos + head + hdr, (size_t)len);
+      pos += head + hdr + (size_t)len;
       break;
     }
 
@@ -309,7 +349,7 @@ static void reference(const job_t *j, run_t *out) {
         out->end = END_MORE;
         return;
       }
-      run_add(out, j, pos, f->exact);
+      run_add(out, j, pos, pos, f->exact);
       pos += f->exact;
       break;
     }
@@ -325,7 +365,8 @@ static void same_runs(const job_t *j, const run_t *a, const run_t *b,
   if (a->end != b->end) fail(what, j, a->count);
   if (a->count != b->count) fail(what, j, a->count < b->count ? a->count : b->count);
   for (size_t i = 0; i < a->count; i++)
-    if (a->start[i] != b->start[i] || a->len[i] != b->len[i]) fail(what, j, i);
+    if (a->first[i] != b->first[i] || a->start[i] != b->start[i] || a->len[i] != b->len[i])
+      fail(what, j, i);
 }
 
 /* The real framer against the reference: the same frames, and an end that
@@ -334,7 +375,8 @@ static void same_runs(const job_t *j, const run_t *a, const run_t *b,
 static void matches_reference(const job_t *j, const run_t *got, const run_t *ref) {
   if (got->count != ref->count) fail("frames differ from the reference", j, got->count);
   for (size_t i = 0; i < got->count; i++)
-    if (got->start[i] != ref->start[i] || got->len[i] != ref->len[i])
+    if (got->first[i] != ref->first[i] || got->start[i] != ref->start[i] ||
+        got->len[i] != ref->len[i])
       fail("frame differs from the reference", j, i);
   int ok;
   switch (got->end) {
@@ -366,7 +408,7 @@ static int parse(const uint8_t *data, size_t size, job_t *j) {
   j->max = 1 + (size_t)(h[2] | h[3] << 8) % 300;
   static const char *const kinds[] = {"u8",    "u16be", "u16le",
                                       "u32be", "u32le", "varint"};
-  switch (h[0] % 6) {
+  switch (h[0] % 8) {
   case 0: hs_framer_raw(&j->f); break;
   case 1: hs_framer_line(&j->f); break;
   case 2:
@@ -374,11 +416,17 @@ static int parse(const uint8_t *data, size_t size, job_t *j) {
     break;
   case 3:
     if (hs_framer_length(&j->f, kinds[h[1] % 6]) != 0) abort();
+    if (hs_framer_set_header(&j->f, (size_t)(h[1] / 6) % 4) != 0) abort();
+    if (h[1] % 6 == HS_LEN_VARINT && (h[1] / 24) % 11 &&
+        hs_framer_set_max_bytes(&j->f, (size_t)(h[1] / 24) % 11) != 0)
+      abort();
     break;
   case 4:
     if (hs_framer_exact(&j->f, 1 + (size_t)h[1]) != 0) abort();
     break;
-  default: hs_framer_all(&j->f); break;
+  case 5: hs_framer_all(&j->f); break;
+  case 6: hs_framer_crlf(&j->f); break;
+  default: hs_framer_line_keep(&j->f); break;
   }
   for (size_t i = 0; i < 4; i++) j->cuts[i] = (size_t)h[8 + i] * (j->n + 1) / 256;
   j->slack = (h[8] ^ h[11]) % 40 - 8; /* below 0: the padded read grows */
