@@ -1,6 +1,7 @@
 /* coro.c: the handle coroutines of coroutine-style scripts. Each accepted
- * connection gets one; it waits in conn:receive, hs.sleep or hs.connect, and
- * only the host resumes it, when what it waits for happened. A coroutine the
+ * connection gets one; it waits in conn:receive, hs.sleep, hs.connect or on
+ * work (hs.exec, hs.fs.*, hs.resolve: lwork.c), and only the host resumes
+ * it, when what it waits for happened. A coroutine the
  * host waits on cannot be resumed or closed by Lua code (coroutine.resume and
  * coroutine.close refuse it), and the host never resumes or resets one that
  * runs. Outbound connections its coroutine made are its children: it reads
@@ -10,6 +11,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "lwork.h"
 
 /* A handle coroutine's extra space names its connection (NULL in every
  * other thread: new threads copy the main thread's, which is NULL). */
@@ -111,6 +113,12 @@ void hs_coro_resume(hs_server_t *srv, hs_conn_t *o, int nargs) {
   /* Woken for another reason than a frame (a close, a timeout): its
    * connection no longer waits for one. */
   if (o->lua.wait == HS_WAIT_READ && o->lua.wait_on) hs_conn_unwant(o->lua.wait_on);
+  /* Work it waited for (still set only when woken by something else than
+   * its end): that end will be told to nobody. */
+  if (o->lua.work) {
+    hs_work_detach(o->lua.work);
+    o->lua.work = NULL;
+  }
   o->lua.wait = HS_WAIT_NONE;
   o->lua.wait_on = NULL;
   run(srv, o, nargs);
@@ -133,6 +141,10 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o) {
   if (!co || o->lua.running) return;
   *(hs_conn_t **)lua_getextraspace(co) = NULL;
   o->lua.co = NULL;
+  if (o->lua.work) { /* abandoned while waiting on work: nobody hears of its end */
+    hs_work_detach(o->lua.work);
+    o->lua.work = NULL;
+  }
   o->lua.wait = HS_WAIT_NONE;
   o->lua.wait_on = NULL;
   /* Pending to-be-closed variables run here: under the budget, like any
@@ -165,7 +177,8 @@ static int guarded(lua_State *L, const char *what) {
       lua_pushboolean(L, 0);
       lua_pushliteral(L,
                       "cannot resume a handle coroutine: hotsock resumes it when what it "
-                      "waits for (receive, hs.sleep, hs.connect) is done");
+                      "waits for (receive, hs.sleep, hs.connect, hs.exec, hs.fs, "
+                      "hs.resolve) is done");
       return 2;
     }
     return luaL_error(L,

@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "lwork.h"
 
 /* Push the handler `name` for c and return 1, or push nothing and return 0.
  * Accepted connections use the module's handlers; an outbound connection
@@ -155,6 +156,11 @@ static void closed(hs_conn_t *c) {
     hs_coro_resume(srv, c, read ? 3 : 2);
   }
   if (c->lua.co) hs_coro_drop(srv, c); /* it waits again: abandon it */
+  /* Work that still names it (no coroutine was left to wake). */
+  if (c->lua.work) {
+    hs_work_detach(c->lua.work);
+    c->lua.work = NULL;
+  }
   call_handler(srv, c, "on_close", c->reason);
   hs_lconn_clear(srv, c);
   if (c->lua.handlers_ref != HS_NOREF) {
@@ -196,6 +202,7 @@ static void hangup(hs_server_t *srv) { hs_script_request_reload(srv, "SIGHUP"); 
 
 static void closing(hs_server_t *srv) {
   hs_lhotsock_stop_timers(srv);
+  hs_work_close_all(srv); /* kill programs still running, close their handles */
   hs_watch_stop(srv);
 }
 

@@ -1,11 +1,13 @@
 /* lhotsock.c: the `hotsock` module: timers, sleep, the client registry,
- * broadcast, logging, counters and the table that survives reloads. */
+ * broadcast, logging, counters, the live module and the table that
+ * survives reloads; exec, fs and resolve come from lwork.c. */
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
 
 #include "host.h"
+#include "lwork.h"
 
 #define TIMER_MT "hotsock.timer"
 
@@ -343,22 +345,29 @@ static int hs_stats(lua_State *L) {
   return 1;
 }
 
+/* hs.module(): the handler module in service now (after reloads and
+ * rollbacks), so a long-running handle coroutine can call the newest code:
+ * hs.module().step(conn, msg). nil while the first load runs. */
+static int hs_module(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  if (srv->lua.module_ref == LUA_NOREF || srv->lua.module_ref == HS_NOREF)
+    lua_pushnil(L);
+  else
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
+  return 1;
+}
+
 static int hs_reload(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
   hs_script_request_reload(srv, "hs.reload");
   return 0;
 }
 
-static const luaL_Reg funcs[] = {{"after", hs_after},
-                                 {"every", hs_every},
-                                 {"sleep", hs_sleep},
-                                 {"connect", hs_connect},
-                                 {"now", hs_now},
-                                 {"clients", hs_clients},
-                                 {"broadcast", hs_broadcast},
-                                 {"stats", hs_stats},
-                                 {"reload", hs_reload},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"after", hs_after},         {"every", hs_every}, {"sleep", hs_sleep},
+    {"connect", hs_connect},     {"now", hs_now},     {"clients", hs_clients},
+    {"broadcast", hs_broadcast}, {"stats", hs_stats}, {"reload", hs_reload},
+    {"module", hs_module},       {NULL, NULL}};
 
 int hs_lhotsock_open(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
@@ -374,6 +383,7 @@ int hs_lhotsock_open(lua_State *L) {
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  hs_lwork_open(L); /* exec, resolve, fs */
   lua_newtable(L);
   const char *levels[] = {"debug", "info", "warn", "error"};
   for (int i = 0; i < 4; i++) {
