@@ -11,8 +11,9 @@ mode=${1:-run}
 shift || true
 
 build_pkgs=(gcc make libc6-dev cmake pkg-config liblua5.4-dev libuv1-dev)
+run_pkgs=(lua-socket) # `hotsock test` and `hotsock record` use LuaSocket
 test_pkgs=(lua5.4 lua-busted lua-socket socat netcat-openbsd clang libclang-rt-14-dev
-  redis-tools curl wrk strace)
+  redis-tools redis-server curl wrk strace mosquitto-clients libmemcached-tools memcached)
 
 install_missing() {
   local missing=()
@@ -40,7 +41,7 @@ build() { # build DIR [cmake options...]
 
 case "$mode" in
 run)
-  install_missing "${build_pkgs[@]}"
+  install_missing "${build_pkgs[@]}" "${run_pkgs[@]}"
   build build
   [ $# -eq 0 ] && set -- examples/echo.lua
   exec build/hotsock "$@"

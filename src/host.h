@@ -67,6 +67,9 @@ void hs_reload_probation_error(hs_server_t *srv); /* a handler error */
 /* Host memory a script asks for (outbound connections): whether n more
  * bytes fit under max_lua_memory with the Lua heap. */
 int hs_script_room(hs_server_t *srv, size_t n);
+/* ";dir/?.lua;..." for the helpers shipped with the host (lua/ beside the
+ * binary, HOTSOCK_LUA_PATH); the server's state and the workbench's use it. */
+void hs_helper_path(char *buf, size_t len);
 hs_server_t *hs_server_from_lua(lua_State *L);
 
 /* module.c: the handler module */

@@ -13,10 +13,13 @@
 #include <string.h>
 
 #include "host.h"
+#include "workbench.h"
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: hotsock [options] SCRIPT [ARGS...]\n"
+          "       hotsock test [options] [SCRIPT] TRANSCRIPT...   (hotsock test --help)\n"
+          "       hotsock record --listen ADDR --upstream HOST:PORT FILE\n"
           "\n"
           "Run a Lua script that serves TCP clients. The script returns a table of\n"
           "handlers; see docs/lua-api.md. Editing the script reloads it live.\n"
@@ -113,6 +116,10 @@ static int parse_timeouts(const char *arg, hs_timeouts_t *to) {
 }
 
 int main(int argc, char **argv) {
+  /* hotsock test / hotsock record: the workbench (workbench.c), a Lua
+   * program in a plain Lua state of its own; no server is set up here. */
+  if (argc > 1 && (strcmp(argv[1], "test") == 0 || strcmp(argv[1], "record") == 0))
+    return hs_workbench_main(argc - 1, argv + 1);
   static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
                                        {"check", no_argument, NULL, OPT_CHECK},
                                        {"no-watch", no_argument, NULL, OPT_NO_WATCH},
@@ -232,8 +239,14 @@ int main(int argc, char **argv) {
   int naddrs = 0;
   if (!nlisten) naddrs = hs_module_listen_addrs(&srv, &addrs);
   if (srv.lua.check_only) {
-    printf("%s: OK (%s style, framing %s)\n", srv.lua.script_path,
-           srv.lua.coro_style ? "coroutine" : "event", hs_framer_name(&srv.framer));
+    /* In coroutine style each receive names its own framing: there is no
+     * module framing to report. */
+    char fb[128];
+    if (srv.lua.coro_style)
+      printf("%s: OK (coroutine style)\n", srv.lua.script_path);
+    else
+      printf("%s: OK (event style, framing %s)\n", srv.lua.script_path,
+             hs_framer_describe(&srv.framer, fb, sizeof fb));
     return 0;
   }
   hs_server_signals(&srv);

@@ -423,6 +423,24 @@ static void warn_to_log(void *ud, const char *msg, int tocont) {
   *len = 0;
 }
 
+/* package.path entries for the helpers shipped with the host, each after a
+ * ';': lua/ beside the binary's tree (build tree or install), then
+ * HOTSOCK_LUA_PATH. Shared with the workbench's Lua state (workbench.c). */
+void hs_helper_path(char *buf, size_t len) {
+  char exe[4096];
+  size_t sz = sizeof exe;
+  int off = 0;
+  buf[0] = 0;
+  if (uv_exepath(exe, &sz) == 0) {
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    off = snprintf(buf, len, ";%s/../lua/?.lua;%s/../share/hotsock/lua/?.lua", exe, exe);
+    if (off < 0 || (size_t)off >= len) off = (int)strlen(buf);
+  }
+  const char *extra = getenv("HOTSOCK_LUA_PATH");
+  if (extra && *extra) snprintf(buf + off, len - (size_t)off, ";%s", extra);
+}
+
 /* Create the Lua state: libraries, the hotsock module, package.path with the
  * script's folder and the shipped helpers, and the arg table. */
 int hs_script_open(hs_server_t *srv) {
@@ -452,21 +470,11 @@ int hs_script_open(hs_server_t *srv) {
   lua_setfield(L, -2, "hotsock");
   lua_pop(L, 1);
 
-  /* Helpers: the script's folder first, then lua/ beside the binary's tree
-   * (build tree or install), then HOTSOCK_LUA_PATH. */
-  char exe[4096];
-  size_t sz = sizeof exe;
-  char paths[3 * 4096 + 512];
+  /* Helpers: the script's folder first, then the shipped helpers. */
+  char paths[4 * 4096 + 512];
   int off = snprintf(paths, sizeof paths, "%s/?.lua;%s/?/init.lua", srv->lua.script_dir,
                      srv->lua.script_dir);
-  if (uv_exepath(exe, &sz) == 0) {
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = 0;
-    off += snprintf(paths + off, sizeof paths - (size_t)off,
-                    ";%s/../lua/?.lua;%s/../share/hotsock/lua/?.lua", exe, exe);
-  }
-  const char *extra = getenv("HOTSOCK_LUA_PATH");
-  if (extra && *extra) snprintf(paths + off, sizeof paths - (size_t)off, ";%s", extra);
+  hs_helper_path(paths + off, sizeof paths - (size_t)off);
   set_path(L, "path", paths);
 
   lua_createtable(L, srv->lua.argc, 1);
