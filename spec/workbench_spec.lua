@@ -104,6 +104,17 @@ describe("hotsock.test", function()
     c:send("z\n")
     c:expect("v2 z")                          -- a failed reload keeps the old code
     assert.has_error(function() srv:wait_log("never said", 0.1) end)
+    local st = srv:stats()                    -- hs.stats(), read through SIGUSR2
+    assert.equal(1, st.accepted)
+    assert.equal(1, st.active)
+    assert.equal(3, st.frames_in)
+    assert.equal(1, st.reload_ok)
+    assert.equal(1, st.reload_failed)
+    assert.is_true(st.lua_memory > 0 and st.lua_memory <= st.lua_memory_limit)
+    local d = srv:client()
+    d:send("w\n")
+    d:expect("v2 w")
+    assert.equal(2, srv:stats().accepted)     -- a second call sees the new count
     assert.equal(0, srv:stop())
   end)
 

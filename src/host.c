@@ -200,6 +200,8 @@ static void stopping(hs_server_t *srv) {
 
 static void hangup(hs_server_t *srv) { hs_script_request_reload(srv, "SIGHUP"); }
 
+static void report(hs_server_t *srv) { hs_lhotsock_log_stats(srv); }
+
 static void closing(hs_server_t *srv) {
   hs_lhotsock_stop_timers(srv);
   hs_work_close_all(srv); /* kill programs still running, close their handles */
@@ -224,5 +226,6 @@ const hs_events_t hs_host_events = {
     .before_sleep = before_sleep,
     .stopping = stopping,
     .hangup = hangup,
+    .report = report,
     .closing = closing,
 };

@@ -96,6 +96,7 @@ int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const 
 /* lhotsock.c: the `hotsock` module */
 int hs_lhotsock_open(lua_State *L);
 void hs_lhotsock_stop_timers(hs_server_t *srv);
+void hs_lhotsock_log_stats(hs_server_t *srv); /* SIGUSR2 */
 
 /* watch.c */
 int hs_watch_start(hs_server_t *srv);

@@ -122,6 +122,8 @@ typedef struct hs_events {
   void (*stopping)(hs_server_t *srv);
   /* SIGHUP. */
   void (*hangup)(hs_server_t *srv);
+  /* SIGUSR2: log the counters. */
+  void (*report)(hs_server_t *srv);
   /* The server closes every handle so the loop ends: close the host's. */
   void (*closing)(hs_server_t *srv);
 } hs_events_t;
@@ -305,7 +307,7 @@ struct hs_server {
   struct hs_conn_list closed;      /* closed connections whose event is due */
   uv_prepare_t prepare;            /* the before-sleep pass */
   uv_idle_t idle;                  /* keeps the loop spinning while work is pending */
-  uv_signal_t sigint, sigterm, sighup;
+  uv_signal_t sigint, sigterm, sighup, sigusr2;
   uv_timer_t drain_timer; /* shutdown deadline */
   hs_pool_t pool;         /* blocks for connection buffers */
   char *rbuf;             /* the loop's read buffer */

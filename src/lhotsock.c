@@ -312,37 +312,60 @@ static int log_at(lua_State *L) {
   return 0;
 }
 
+/* The counters hs.stats() reports, in one place: n pairs into f. */
+typedef struct stat_field {
+  const char *k;
+  uint64_t v;
+} stat_field_t;
+#define NSTATS 19
+
+static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
+  const hs_stats_t *s = &srv->stats;
+  stat_field_t all[NSTATS] = {{"accepted", s->accepted},
+                              {"rejected", s->rejected},
+                              {"active", s->active},
+                              {"closed", s->closed},
+                              {"bytes_in", s->bytes_in},
+                              {"bytes_out", s->bytes_out},
+                              {"frames_in", s->frames_in},
+                              {"handler_errors", s->handler_errors},
+                              {"handler_timeouts", s->handler_timeouts},
+                              {"oversize_frames", s->oversize_frames},
+                              {"outbuf_disconnects", s->outbuf_disconnects},
+                              {"timeouts", s->timeouts},
+                              {"reload_ok", s->reload_ok},
+                              {"reload_failed", s->reload_failed},
+                              {"generation", s->generation},
+                              {"connects", s->connects},
+                              {"connect_failed", s->connect_failed},
+                              {"lua_memory", srv->lua.lua_mem},
+                              {"lua_memory_limit", srv->limits.max_lua_memory}};
+  memcpy(f, all, sizeof all);
+}
+
 static int hs_stats(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
-  const hs_stats_t *s = &srv->stats;
-  struct {
-    const char *k;
-    uint64_t v;
-  } f[] = {{"accepted", s->accepted},
-           {"rejected", s->rejected},
-           {"active", s->active},
-           {"closed", s->closed},
-           {"bytes_in", s->bytes_in},
-           {"bytes_out", s->bytes_out},
-           {"frames_in", s->frames_in},
-           {"handler_errors", s->handler_errors},
-           {"handler_timeouts", s->handler_timeouts},
-           {"oversize_frames", s->oversize_frames},
-           {"outbuf_disconnects", s->outbuf_disconnects},
-           {"timeouts", s->timeouts},
-           {"reload_ok", s->reload_ok},
-           {"reload_failed", s->reload_failed},
-           {"generation", s->generation},
-           {"connects", s->connects},
-           {"connect_failed", s->connect_failed},
-           {"lua_memory", srv->lua.lua_mem},
-           {"lua_memory_limit", srv->limits.max_lua_memory}};
-  lua_createtable(L, 0, (int)(sizeof f / sizeof *f));
-  for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+  stat_field_t f[NSTATS];
+  stat_fields(srv, f);
+  lua_createtable(L, 0, NSTATS);
+  for (size_t i = 0; i < NSTATS; i++) {
     lua_pushinteger(L, (lua_Integer)f[i].v);
     lua_setfield(L, -2, f[i].k);
   }
   return 1;
+}
+
+/* SIGUSR2: the counters as one log line, "stats accepted=3 rejected=0 ...",
+ * for an operator (kill -USR2 PID) and for hotsock.test's srv:stats(). */
+void hs_lhotsock_log_stats(hs_server_t *srv) {
+  stat_field_t f[NSTATS];
+  char line[1024];
+  size_t off = (size_t)snprintf(line, sizeof line, "stats");
+  stat_fields(srv, f);
+  for (size_t i = 0; i < NSTATS && off < sizeof line; i++)
+    off += (size_t)snprintf(line + off, sizeof line - off, " %s=%llu", f[i].k,
+                            (unsigned long long)f[i].v);
+  hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0, "%s", line); /* asked for: whatever the level */
 }
 
 /* hs.module(): the handler module in service now (after reloads and

@@ -46,7 +46,8 @@ static void usage(FILE *f) {
           "  -h, --help              print this help\n"
           "\n"
           "The default address is 127.0.0.1:7000 when neither the script nor -l\n"
-          "names one. SIGHUP reloads; SIGINT/SIGTERM stop after draining output.\n");
+          "names one. SIGHUP reloads; SIGUSR2 logs the counters; SIGINT/SIGTERM stop\n"
+          "after draining output.\n");
 }
 
 enum {

@@ -34,8 +34,8 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev) {
   uv_idle_init(loop, &srv->idle);
   uv_timer_init(loop, &srv->drain_timer);
   uv_unref((uv_handle_t *)&srv->drain_timer);
-  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup};
-  for (int i = 0; i < 3; i++) { /* started by hs_server_signals */
+  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2};
+  for (int i = 0; i < 4; i++) { /* started by hs_server_signals */
     uv_signal_init(loop, s[i]);
     s[i]->data = srv;
     uv_unref((uv_handle_t *)s[i]);
@@ -352,6 +352,7 @@ static void close_all(hs_server_t *srv) {
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);
+  uv_close((uv_handle_t *)&srv->sigusr2, NULL);
   srv->ev->closing(srv);
   uv_walk(srv->loop, walk_close, NULL);
 }
@@ -420,6 +421,10 @@ static void signal_cb(uv_signal_t *h, int signum) {
     srv->ev->hangup(srv);
     return;
   }
+  if (signum == SIGUSR2) {
+    srv->ev->report(srv);
+    return;
+  }
   if (srv->stopping) {
     hs_log(srv, HS_LOG_WARN, "second signal: stopping now");
     abort_all(srv);
@@ -430,9 +435,9 @@ static void signal_cb(uv_signal_t *h, int signum) {
 }
 
 int hs_server_signals(hs_server_t *srv) {
-  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup};
-  int nums[] = {SIGINT, SIGTERM, SIGHUP};
-  for (int i = 0; i < 3; i++) {
+  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2};
+  int nums[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR2};
+  for (int i = 0; i < 4; i++) {
     uv_signal_start(s[i], signal_cb, nums[i]);
     uv_unref((uv_handle_t *)s[i]);
   }

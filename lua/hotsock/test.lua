@@ -182,6 +182,30 @@ function Server:reload(source, timeout)
   end
 end
 
+-- stats([timeout_s]) -> the server's hs.stats() counters as a table
+-- ({accepted = 3, active = 1, ...}). The server logs them on SIGUSR2 as one
+-- line, "stats accepted=3 ..."; this sends the signal and reads that line.
+function Server:stats(timeout)
+  local before = count(self:log(), "\n[^\n]* info stats ")
+  self.proc:signal("USR2")
+  local deadline = WB.now() + (timeout or 3)
+  while true do
+    local text = self:log()
+    if count(text, "\n[^\n]* info stats ") > before then
+      local last
+      for l in text:gmatch("\n[^\n]* info stats ([^\n]*)") do last = l end
+      local t = {}
+      for k, v in last:gmatch("(%w[%w_]*)=(%d+)") do t[k] = tonumber(v) end
+      return t
+    end
+    if WB.now() >= deadline or self.stopped then
+      error(("hotsock.test: no stats line within %g s; log:\n%s")
+        :format(timeout or 3, text:sub(-3000)), 2)
+    end
+    WB.sleep(0.01)
+  end
+end
+
 -- signal(name): send a signal ("HUP", "TERM"...) to the server.
 function Server:signal(name) return self.proc:signal(name) end
 
