@@ -667,9 +667,11 @@ function WB.parse(text, name)
         meta.script_line = lineno
       elseif w[1] == "options" then
         meta.options = { table.unpack(w, 2) }
+      elseif w[1] == "upstream" and #w >= 2 then
+        meta.upstream = { table.unpack(w, 2) }
       else
         return bad("unknown '%' line: % MS, % timeout MS, % eol lf|crlf, " ..
-          "% script PATH [ARGS], % options OPTIONS")
+          "% script PATH [ARGS], % options OPTIONS, % upstream PATH [ARGS]")
       end
     else
       local sig, rest = line:match("^([<>][|~]?)(.*)$")
@@ -1021,7 +1023,7 @@ local function run_tests(args)
   local passed, failed = 0, 0
   for i, t in ipairs(files) do
     local t0 = now()
-    local f, srv
+    local f, srv, up
     local ok, err = pcall(function()
       local host, port = chost, cport
       if not o.connect then
@@ -1033,9 +1035,26 @@ local function run_tests(args)
           if spath:sub(1, 1) ~= "/" then spath = dirname(t.path) .. "/" .. spath end
           sargs = { table.unpack(t.script, 2) }
         end
+        local serr, log
+        if t.upstream then
+          -- '% upstream PATH [ARGS]': a second script started first, for a
+          -- relay to talk to; "{upstream}" in the script's ARGS becomes
+          -- its host:port.
+          local upath = t.upstream[1]
+          if upath:sub(1, 1) ~= "/" then upath = dirname(t.path) .. "/" .. upath end
+          up, serr, log = WB.start_server({ bin = bin, script = upath,
+            options = { "--no-watch" }, args = { table.unpack(t.upstream, 2) } })
+          if not up then
+            f = failure({ line = 0 }, t.path, ("upstream %s did not start: %s"):format(upath, serr))
+            return
+          end
+          for k, a in ipairs(sargs) do
+            local addr = up.host .. ":" .. up.port
+            sargs[k] = (a:gsub("{upstream}", (addr:gsub("%%", "%%%%"))))
+          end
+        end
         local options = { "--no-watch" }
         for _, a in ipairs(t.options) do options[#options + 1] = a end
-        local serr, log
         srv, serr, log = WB.start_server({ bin = bin, script = spath, options = options,
           args = sargs })
         if not srv then
@@ -1069,6 +1088,7 @@ local function run_tests(args)
       end
       srv:stop()
     end
+    if up then up:stop() end
     if not ok then
       if type(err) == "table" and err.interrupted then error(err, 0) end
       f = failure(nil, t.path, "internal error: " .. tostring(err))
