@@ -777,6 +777,31 @@ return {
       assert.are.equal(2, select(2, log:gsub("@@ BYE [^\n]* shutdown", "")), log)
     end)
 
+    it("an error in handle is counted and logged once, also with a <close> variable", function()
+      local srv = H.start([[
+local hs = require "hotsock"
+return {
+  handle = function(conn)
+    local cmd = conn:receive()
+    if cmd == "boom" then
+      local guard <close> = setmetatable({}, { __close = function() end })
+      error("boom-marker")
+    end
+    conn:send(tostring(hs.stats().handler_errors), "\n")
+  end,
+}
+]])
+      local a = srv:connect()
+      H.send(a, "boom\n")
+      local _, err = H.line(a)
+      assert.truthy(closed_ok(err), tostring(err))
+      local b = srv:connect()
+      H.send(b, "count\n")
+      assert.are.equal("1", must_line(srv, b, "handler_errors"))
+      assert.are.equal(1, srv:count_log("boom-marker", true))
+      assert.are.equal(0, srv:stop())
+    end)
+
     it("a module whose handle went away closes new clients with a handler error and keeps running", function()
       local srv = H.start([[
 local M = {}

@@ -69,6 +69,20 @@ function cmds.timeout(conn)
     math.floor(hs.now() - t0))
 end
 
+function cmds.fraction(conn)
+  -- a fractional time-out rounds up to 1 ms, never to "no time-out"
+  local r, err = hs.exec({ "sleep", "5" }, { timeout = 0.5 })
+  return tostring(r) .. " " .. tostring(err)
+end
+
+function cmds.wrapped(conn)
+  -- inside a coroutine that is not handle's, a call that cannot wait raises
+  local ok, err = coroutine.wrap(function()
+    return pcall(hs.exec, { "true" })
+  end)()
+  return tostring(ok) .. " " .. tostring(err):match("needs a callback") or tostring(err)
+end
+
 function cmds.cap(conn)
   local r, err, partial = hs.exec({ "yes" }, { max_output = 1000 })
   return result(r, err, partial)
@@ -289,6 +303,14 @@ describe("hs.exec", function()
     assert.are.equal("0 9 6 0", partial)
     assert.are.equal(hex("begun\n"), out)
     assert.is_true(tonumber(ms) >= 150 and tonumber(ms) < 2000, "timed out after " .. ms .. " ms")
+    assert.are.equal(0, srv:stop())
+  end)
+
+  it("a fractional opts.timeout still times out, and a call in a foreign coroutine without a callback raises", function()
+    local srv = H.start(CORO, { script_args = { H.tempdir() } })
+    local c = srv:connect()
+    assert.are.equal("nil timeout", ask(c, "fraction"))
+    assert.are.equal("false needs a callback", ask(c, "wrapped"))
     assert.are.equal(0, srv:stop())
   end)
 

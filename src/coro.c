@@ -150,11 +150,29 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o) {
   /* Pending to-be-closed variables run here: under the budget, like any
    * script code. */
   hs_conn_t *prev = srv->lua.current;
+  lua_State *L = srv->lua.L;
+  /* A coroutine that died of an error keeps that error, and resetting it
+   * returns it again: only a different one is a <close> handler's own. */
+  int st0 = lua_status(co), died = st0 != LUA_OK && st0 != LUA_YIELD;
+  if (died && lua_checkstack(L, 2) && lua_gettop(co) > 0) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+  } else {
+    died = 0;
+  }
   srv->lua.current = o;
   hs_script_budget_start(srv, srv->limits.handler_budget);
   int st = lua_resetthread(co);
   int tripped = hs_script_budget_stop(srv);
   srv->lua.current = prev;
+  if (died) {
+    if (st != LUA_OK && !tripped && lua_gettop(co) > 0) {
+      lua_xmove(co, L, 1);
+      if (lua_rawequal(L, -1, -2)) st = LUA_OK; /* the same error: logged already */
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
   if (st != LUA_OK) {
     srv->stats.handler_errors++;
     if (tripped) srv->stats.handler_timeouts++;

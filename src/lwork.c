@@ -191,7 +191,17 @@ void hs_work_close_all(hs_server_t *srv) {
  * MAY_LJMP. */
 static hs_conn_t *waiting_owner(lua_State *L, const char *what, int has_cb) {
   hs_conn_t *o = hs_coro_conn(L);
-  if (has_cb || !o || o->lua.co != L) return NULL;
+  if (has_cb) return NULL;
+  if (!o || o->lua.co != L) {
+    /* Not a handle coroutine: nothing would wait, and a result no one
+     * asked for would be lost without a word inside some other coroutine. */
+    int main = lua_pushthread(L);
+    lua_pop(L, 1);
+    if (!main)
+      luaL_error(L, "%s in a coroutine other than handle's needs a callback "
+                    "(it cannot wait here)", what);
+    return NULL;
+  }
   if (!lua_isyieldable(L))
     luaL_error(L, "%s cannot wait here (inside a metamethod or a C function)", what);
   return o;
@@ -264,9 +274,10 @@ static lua_Number num_opt(lua_State *L, const char *k, lua_Number def, lua_Numbe
   if (lua_getfield(L, 2, k) != LUA_TNIL) {
     int isnum;
     v = lua_tonumberx(L, -1, &isnum);
-    if (!isnum || !(v > 0 && v <= max))
-      return luaL_error(L, "hs.exec: opts.%s must be a number > 0 (at most %I)", k,
+    if (!isnum || !(v >= 1 && v <= max))
+      return luaL_error(L, "hs.exec: opts.%s must be a number from 1 to %I", k,
                         (lua_Integer)max);
+    v = (lua_Number)(uint64_t)(v + 0.999999); /* a fraction rounds up, never to 0 */
   }
   lua_pop(L, 1);
   return v;
