@@ -274,8 +274,8 @@ static lua_Number num_opt(lua_State *L, const char *k, lua_Number def, lua_Numbe
   if (lua_getfield(L, 2, k) != LUA_TNIL) {
     int isnum;
     v = lua_tonumberx(L, -1, &isnum);
-    if (!isnum || !(v >= 1 && v <= max))
-      return luaL_error(L, "hs.exec: opts.%s must be a number from 1 to %I", k,
+    if (!isnum || !(v > 0 && v <= max))
+      return luaL_error(L, "hs.exec: opts.%s must be a number > 0 (at most %I)", k,
                         (lua_Integer)max);
     v = (lua_Number)(uint64_t)(v + 0.999999); /* a fraction rounds up, never to 0 */
   }
