@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "hotsock.h"
+#include "tls.h"
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void close_cb(uv_handle_t *h);
@@ -56,7 +57,7 @@ int hs_conn_is_open(const hs_conn_t *c) {
 }
 
 size_t hs_conn_buffered(const hs_conn_t *c) {
-  return hs_buf_len(&c->out) + hs_buf_len(&c->inflight);
+  return hs_buf_len(&c->out) + hs_buf_len(&c->inflight) + (c->tls ? hs_buf_len(&c->tls->cout) : 0);
 }
 
 /* ---- input ---- */
@@ -117,7 +118,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   settle(c);
   size_t len = hs_buf_len(&c->in);
-  if (len == 0) {
+  if (len == 0 || c->tls) { /* TLS: ciphertext goes to OpenSSL from there */
     /* The common case: nothing pending. Read into the loop's buffer and frame
      * from there; only an incomplete tail is copied to the connection. */
     buf->base = srv->rbuf;
@@ -337,12 +338,70 @@ static const char *error_reason(hs_conn_t *c, int err) {
   return c->reason_buf;
 }
 
+/* A TLS handshake did not complete: count and log it, and close the
+ * connection (an alert OpenSSL queued is sent first). */
+static void tls_failed(hs_conn_t *c, const char *why) {
+  hs_server_t *srv = c->srv;
+  srv->stats.tls_handshake_failures++;
+  hs_log_conn(srv, c, HS_LOG_INFO, "TLS handshake from %s failed: %s; closing", c->peer, why);
+  hs_conn_close(c, "TLS handshake failed");
+}
+
+/* Ciphertext read on a TLS connection: drive the handshake (the host hears
+ * of the client, the opened event, once it completes), then decrypt into
+ * c->in for the framer. 0 when there is plaintext input or an EOF to
+ * dispatch; -1 when there is nothing to dispatch (or c closed). */
+static int tls_input(hs_conn_t *c, const char *p, size_t n) {
+  hs_server_t *srv = c->srv;
+  char err[256];
+  if (hs_tls_feed(c->tls, p, n) != 0) {
+    hs_conn_abort(c, "out of memory");
+    return -1;
+  }
+  if (c->flags & HS_CONN_UNSEEN) {
+    int r = hs_tls_handshake(c->tls, err, sizeof err);
+    if (hs_tls_pending(c->tls)) hs_server_mark_dirty(srv, c); /* handshake bytes, an alert */
+    if (r == HS_TLS_ERROR) {
+      tls_failed(c, err);
+      return -1;
+    }
+    if (r != HS_TLS_DONE) return -1;
+    c->flags &= ~HS_CONN_UNSEEN;
+    srv->stats.tls_handshakes++;
+    hs_log_conn(srv, c, HS_LOG_DEBUG, "TLS handshake done");
+    srv->ev->opened(c);
+    if (!hs_conn_is_open(c)) return -1;
+    hs_timers_update(c); /* the connection's own deadlines from now on */
+  }
+  int r = hs_tls_read(c->tls, &c->in, &srv->pool, err, sizeof err);
+  if (hs_tls_pending(c->tls)) hs_server_mark_dirty(srv, c);
+  if (r == HS_TLS_ERROR) {
+    hs_log_conn(srv, c, HS_LOG_INFO, "%s; closing", err);
+    hs_conn_abort(c, "TLS error");
+    return -1;
+  }
+  if (r == HS_TLS_CLOSED) { /* close_notify: the peer's end of the stream */
+    c->flags |= HS_CONN_EOF;
+    stop_reading(c);
+  }
+  return 0;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hs_conn_t *c = (hs_conn_t *)s;
   hs_server_t *srv = c->srv;
   if (nread == 0) return;
   if (nread < 0) {
-    if (nread == UV_EOF) {
+    if (nread == UV_EOF && (c->flags & HS_CONN_UNSEEN)) {
+      /* The peer left during the handshake; a probe that sent nothing is
+       * not a failed handshake. */
+      c->flags |= HS_CONN_EOF;
+      stop_reading(c);
+      if (c->bytes_in)
+        tls_failed(c, "the peer closed the connection");
+      else
+        hs_conn_close(c, "eof");
+    } else if (nread == UV_EOF) {
       c->flags |= HS_CONN_EOF;
       stop_reading(c);
       hs_conn_dispatch(c);
@@ -357,7 +416,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   srv->stats.bytes_in += (uint64_t)nread;
   c->bytes_in += (uint64_t)nread;
   c->last_read = uv_now(srv->loop);
-  if (buf->base == srv->rbuf) {
+  if (c->tls) {
+    if (tls_input(c, buf->base, (size_t)nread) != 0) return;
+  } else if (buf->base == srv->rbuf) {
     c->borrowed = buf->base;
     c->borrowed_len = (size_t)nread;
   } else {
@@ -487,7 +548,7 @@ static void drain_check(hs_conn_t *c) {
   }
   if (b > srv->limits.low_water) {
     c->flags |= HS_CONN_ABOVE_LOW;
-  } else if ((c->flags & HS_CONN_ABOVE_LOW) && hs_conn_is_open(c)) {
+  } else if ((c->flags & HS_CONN_ABOVE_LOW) && hs_conn_is_open(c) && !(c->flags & HS_CONN_UNSEEN)) {
     c->flags &= ~HS_CONN_ABOVE_LOW;
     srv->ev->drain(c);
   }
@@ -502,29 +563,40 @@ static void write_cb(uv_write_t *req, int status);
 
 /* Hand gathered output to the kernel: uv_try_write first, and only what it
  * did not take goes into a queued uv_write. Then half-close or finish a
- * graceful close when nothing is left. */
+ * graceful close when nothing is left. On a TLS connection the plaintext
+ * is encrypted first (with close_notify at the end of a graceful close or
+ * a half-close) and the ciphertext is what is written. */
 void hs_conn_flush(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   if ((c->flags & (HS_CONN_FINISHED | HS_CONN_CONNECTING)) || c->writing) return;
-  size_t n = hs_buf_len(&c->out);
+  hs_buf_t *src = &c->out;
+  if (c->tls) {
+    int closing = (c->flags & (HS_CONN_FLUSHING | HS_CONN_SHUTDOWN)) != 0;
+    if (hs_tls_encrypt(c->tls, &c->out, closing, &srv->pool) != 0) {
+      hs_conn_abort(c, "TLS write failed");
+      return;
+    }
+    src = &c->tls->cout;
+  }
+  size_t n = hs_buf_len(src);
   if (n) {
-    uv_buf_t b = uv_buf_init((char *)hs_buf_peek(&c->out), (unsigned)n);
+    uv_buf_t b = uv_buf_init((char *)hs_buf_peek(src), (unsigned)n);
     int r = uv_try_write(&c->h.stream, &b, 1);
     if (r > 0) {
       srv->stats.bytes_out += (uint64_t)r;
       c->bytes_out += (uint64_t)r;
       c->last_write = uv_now(srv->loop);
-      hs_buf_consume(&c->out, (size_t)r, &srv->pool);
+      hs_buf_consume(src, (size_t)r, &srv->pool);
     } else if (r < 0 && r != UV_EAGAIN) {
       hs_conn_abort(c, error_reason(c, r));
       return;
     }
-    n = hs_buf_len(&c->out);
+    n = hs_buf_len(src);
     if (n) {
       /* The rest goes out as a queued write; the buffer moves to inflight so
        * new output can gather meanwhile. */
-      c->inflight = c->out;
-      hs_buf_init(&c->out);
+      c->inflight = *src;
+      hs_buf_init(src);
       b = uv_buf_init((char *)hs_buf_peek(&c->inflight), (unsigned)n);
       r = uv_write(&c->wreq, &c->h.stream, &b, 1, write_cb);
       if (r) {
@@ -600,7 +672,8 @@ void hs_conn_start(hs_conn_t *c) {
   TAILQ_INSERT_TAIL(&srv->conns, c, link);
   srv->stats.active++;
   srv->stats.accepted++;
-  srv->ev->opened(c);
+  /* A TLS client is opened when its handshake completes (tls_input). */
+  if (!(c->flags & HS_CONN_UNSEEN)) srv->ev->opened(c);
   if (hs_conn_is_open(c)) {
     hs_conn_start_reading(c);
     hs_timers_update(c);
@@ -616,6 +689,7 @@ static void maybe_free(hs_conn_t *c) {
   hs_buf_release(&c->in, &srv->pool);
   hs_buf_release(&c->out, &srv->pool);
   hs_buf_release(&c->inflight, &srv->pool);
+  if (c->tls) hs_tls_free(c->tls, &srv->pool);
   free(c);
   if (srv->stopping && TAILQ_EMPTY(&srv->conns)) hs_server_stop(srv);
 }
@@ -630,7 +704,7 @@ static void close_cb(uv_handle_t *h) {
 void hs_conn_deliver_closed(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   TAILQ_REMOVE(&srv->closed, c, queue);
-  srv->ev->closed(c);
+  if (!(c->flags & HS_CONN_UNSEEN)) srv->ev->closed(c); /* the host never saw it */
   c->flags &= ~HS_CONN_QUEUED;
   maybe_free(c);
 }
@@ -693,7 +767,7 @@ void hs_conn_close(hs_conn_t *c, const char *reason) {
   c->flags &= ~HS_CONN_WANT;
   c->reason = reason;
   stop_reading(c);
-  if (hs_conn_buffered(c) == 0) {
+  if (hs_conn_buffered(c) == 0 && !c->tls) {
     finish(c, 0);
   } else {
     hs_timers_update(c); /* the write timeout bounds the wait */

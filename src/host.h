@@ -77,7 +77,16 @@ int hs_rawfield(lua_State *L, int idx, const char *k); /* t[k], no metamethods *
 const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_limits_t *lim,
                            hs_framer_t *f, char *err, size_t errlen);
 int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen);
-int hs_module_listen_addrs(hs_server_t *srv, char ***addrs);
+/* One listener the module (or the command line) asks for: an address, and
+ * for a TLS listener its certificate chain and key (PEM paths). */
+typedef struct hs_listen_spec {
+  char *addr;
+  char *cert, *key; /* both NULL: a plain listener */
+} hs_listen_spec_t;
+/* The module's listen field as specs (*specs and each string malloc'd; see
+ * hs_listen_specs_free): how many, or -1 with err filled. */
+int hs_module_listen_addrs(hs_server_t *srv, hs_listen_spec_t **specs, char *err, size_t errlen);
+void hs_listen_specs_free(hs_listen_spec_t *specs, int n);
 
 /* lconn.c: the Lua face of a connection */
 void hs_lconn_open(lua_State *L);

@@ -30,7 +30,9 @@
 
 typedef struct hs_server hs_server_t;
 typedef struct hs_conn hs_conn_t;
-struct lua_State; /* the host layer's; the socket layer only carries the pointer */
+struct hs_tls;     /* tls.h: a TLS connection's state */
+struct hs_tls_ctx; /* tls.h: a TLS listener's context */
+struct lua_State;  /* the host layer's; the socket layer only carries the pointer */
 
 /* ------------------------------------------------------------------------
  * Settings and counters
@@ -74,6 +76,7 @@ typedef struct hs_stats {
   uint64_t outbuf_disconnects, timeouts;
   uint64_t reload_ok, reload_failed, generation;
   uint64_t connects, connect_failed; /* hs.connect outcomes */
+  uint64_t tls_handshakes, tls_handshake_failures;
 } hs_stats_t;
 
 /* ------------------------------------------------------------------------
@@ -142,8 +145,9 @@ typedef struct hs_listener {
   } h; /* first, so the handle pointer is the listener */
   hs_server_t *srv;
   int is_unix;
-  char name[128]; /* the address as printed: "127.0.0.1:43121" */
-  char path[108]; /* unix socket path to unlink at exit */
+  char name[128];         /* the address as printed: "127.0.0.1:43121" */
+  char path[108];         /* unix socket path to unlink at exit */
+  struct hs_tls_ctx *tls; /* a TLS listener's context (owned), or NULL */
   struct hs_listener *next;
 } hs_listener_t;
 
@@ -179,7 +183,8 @@ enum {
                                     the peer's FIN or linger_until */
   HS_CONN_WANT = 1 << 18,        /* pull mode: a read waits for a frame */
   HS_CONN_QUEUED = 1 << 19,      /* on the closed queue: not freed before delivery */
-  HS_CONN_BROKEN = 1 << 20       /* a frame error ended the input (it is being closed) */
+  HS_CONN_BROKEN = 1 << 20,      /* a frame error ended the input (it is being closed) */
+  HS_CONN_UNSEEN = 1 << 21       /* TLS handshake under way: the host has not heard of it */
 };
 
 LIST_HEAD(hs_conn_children, hs_conn);
@@ -254,6 +259,7 @@ struct hs_conn {
   struct hs_connect_req *creq; /* outbound: the connect under way, or NULL */
   hs_conn_t *pipe_to;          /* bytes read here are sent there, in C */
   hs_conn_t *pipe_from;        /* the connection piping into this one */
+  struct hs_tls *tls;          /* TLS state; NULL on a plain connection */
   hs_conn_lua_t lua;           /* the host layer's part */
 };
 
@@ -335,7 +341,8 @@ struct hs_server {
 
 /* server.c */
 int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev);
-int hs_server_listen(hs_server_t *srv, const char *addr);
+/* tls: the context of a TLS listener, owned by it from a 0 return on. */
+int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls);
 void hs_server_begin_stop(hs_server_t *srv, const char *why);
 void hs_server_abort(hs_server_t *srv);
 void hs_server_stop(hs_server_t *srv);

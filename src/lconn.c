@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "tls.h"
 
 #define CONN_MT "hotsock.conn"
 
@@ -21,7 +22,7 @@ typedef struct hs_lbox {
 /* Keep in the order of the F_* indexes below. */
 static const char *const readonly[] = {"id",         "peer",      "peer_ip", "peer_port",
                                        "local_addr", "listener",  "closed",  "outbound",
-                                       "bytes_in",   "bytes_out", NULL};
+                                       "bytes_in",   "bytes_out", "tls",     NULL};
 
 /* Make a box for a connection still to come, kept in the registry: its
  * ref. MAY_LJMP (memory), so callers make it before the connection. */
@@ -392,8 +393,33 @@ enum {
   F_CLOSED,
   F_OUTBOUND,
   F_BYTES_IN,
-  F_BYTES_OUT
+  F_BYTES_OUT,
+  F_TLS
 };
+
+/* conn.tls: nil on a plain connection, else a new table of what the
+ * handshake settled. */
+static void push_tls(lua_State *L, const hs_conn_t *c) {
+  hs_tls_info_t info;
+  if (!c->tls) {
+    lua_pushnil(L);
+    return;
+  }
+  hs_tls_get_info(c->tls, &info);
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, info.version);
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, info.cipher);
+  lua_setfield(L, -2, "cipher");
+  lua_pushstring(L, info.sni);
+  lua_setfield(L, -2, "sni");
+  if (info.alpn) {
+    lua_pushlstring(L, info.alpn, info.alpn_len);
+    lua_setfield(L, -2, "alpn");
+  }
+  lua_pushboolean(L, info.resumed);
+  lua_setfield(L, -2, "resumed");
+}
 
 static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   hs_conn_t *c = b->c;
@@ -420,6 +446,7 @@ static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   case F_OUTBOUND: lua_pushboolean(L, (c->flags & HS_CONN_OUTBOUND) != 0); break;
   case F_BYTES_IN: lua_pushinteger(L, (lua_Integer)c->bytes_in); break;
   case F_BYTES_OUT: lua_pushinteger(L, (lua_Integer)c->bytes_out); break;
+  case F_TLS: push_tls(L, c); break;
   default: lua_pushnil(L); break;
   }
   return 1;

@@ -220,7 +220,7 @@ static int push_clients(lua_State *L, hs_server_t *srv) {
   hs_conn_t *c;
   lua_createtable(L, (int)(srv->stats.active < 1u << 20 ? srv->stats.active : 0), 0);
   TAILQ_FOREACH(c, &srv->conns, link) {
-    if (!hs_conn_is_open(c) || (c->flags & HS_CONN_OUTBOUND)) continue;
+    if (!hs_conn_is_open(c) || (c->flags & (HS_CONN_OUTBOUND | HS_CONN_UNSEEN))) continue;
     hs_lconn_push(L, c);
     lua_rawseti(L, -2, ++n);
   }
@@ -317,7 +317,7 @@ typedef struct stat_field {
   const char *k;
   uint64_t v;
 } stat_field_t;
-#define NSTATS 19
+#define NSTATS 21
 
 static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
   const hs_stats_t *s = &srv->stats;
@@ -338,6 +338,8 @@ static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
                               {"generation", s->generation},
                               {"connects", s->connects},
                               {"connect_failed", s->connect_failed},
+                              {"tls_handshakes", s->tls_handshakes},
+                              {"tls_handshake_failures", s->tls_handshake_failures},
                               {"lua_memory", srv->lua.lua_mem},
                               {"lua_memory_limit", srv->limits.max_lua_memory}};
   memcpy(f, all, sizeof all);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "host.h"
+#include "tls.h"
 #include "workbench.h"
 
 static void usage(FILE *f) {
@@ -28,6 +29,10 @@ static void usage(FILE *f) {
           "  -l, --listen ADDR       listen on ADDR (repeatable; overrides the script):\n"
           "                          host:port, [v6]:port, :port (all interfaces),\n"
           "                          unix:/path. Port 0 picks a free port.\n"
+          "                          tls://host:port is a TLS listener (needs\n"
+          "                          --tls-cert and --tls-key).\n"
+          "      --tls-cert FILE     certificate chain (PEM) of the tls:// listeners\n"
+          "      --tls-key FILE      private key (PEM) of the tls:// listeners\n"
           "      --check             load and validate the script, then exit\n"
           "      --no-watch          do not reload when the script changes (SIGHUP does)\n"
           "      --log-level LEVEL   debug, info (default), warn or error\n"
@@ -62,7 +67,9 @@ enum {
   OPT_DRAIN,
   OPT_BUDGET,
   OPT_LUA_MEM,
-  OPT_TIMEOUT
+  OPT_TIMEOUT,
+  OPT_TLS_CERT,
+  OPT_TLS_KEY
 };
 
 static int parse_size(const char *opt, const char *s, size_t *out) {
@@ -134,6 +141,8 @@ int main(int argc, char **argv) {
                                        {"handler-budget", required_argument, NULL, OPT_BUDGET},
                                        {"max-lua-memory", required_argument, NULL, OPT_LUA_MEM},
                                        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+                                       {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+                                       {"tls-key", required_argument, NULL, OPT_TLS_KEY},
                                        {"version", no_argument, NULL, 'V'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -144,6 +153,7 @@ int main(int argc, char **argv) {
   srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
   int nlisten = 0, watch = 1, ch;
+  const char *tls_cert = NULL, *tls_key = NULL;
   size_t v;
   if (!listen) return 1;
   /* "+": options end at the script; what follows belongs to it. */
@@ -189,6 +199,8 @@ int main(int argc, char **argv) {
     case OPT_TIMEOUT:
       if (parse_timeouts(optarg, &srv.cli.timeouts)) return 2;
       break;
+    case OPT_TLS_CERT: tls_cert = optarg; break;
+    case OPT_TLS_KEY: tls_key = optarg; break;
     case 'V':
       printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string());
       return 0;
@@ -236,9 +248,53 @@ int main(int argc, char **argv) {
     fprintf(stderr, "hotsock: %s\n", err);
     return 2;
   }
-  char **addrs = NULL;
-  int naddrs = 0;
-  if (!nlisten) naddrs = hs_module_listen_addrs(&srv, &addrs);
+  /* The listeners: -l, else the module's listen field, else the default;
+   * TLS contexts are made now, so --check reports a bad certificate or key. */
+  hs_listen_spec_t *specs = NULL;
+  int nspecs = 0;
+  if (nlisten) {
+    specs = calloc((size_t)nlisten, sizeof *specs);
+    if (!specs) return 1;
+    for (int i = 0; i < nlisten; i++, nspecs++) {
+      const char *a = listen[i];
+      if (strncmp(a, "tls://", 6) == 0) {
+        if (!tls_cert || !tls_key) {
+          fprintf(stderr, "hotsock: -l %s needs --tls-cert FILE and --tls-key FILE\n", a);
+          return 2;
+        }
+        specs[i].cert = strdup(tls_cert);
+        specs[i].key = strdup(tls_key);
+        a += 6;
+      }
+      specs[i].addr = strdup(a);
+    }
+  } else {
+    nspecs = hs_module_listen_addrs(&srv, &specs, err, sizeof err);
+    if (nspecs < 0) {
+      fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
+      return 2;
+    }
+  }
+  if (!nspecs) {
+    hs_listen_specs_free(specs, 0);
+    specs = calloc(1, sizeof *specs);
+    if (!specs || !(specs[0].addr = strdup("127.0.0.1:7000"))) return 1;
+    nspecs = 1;
+  }
+  hs_tls_ctx_t **ctxs = calloc((size_t)nspecs, sizeof *ctxs);
+  if (!ctxs) return 1;
+  for (int i = 0; i < nspecs; i++) {
+    if (!specs[i].cert) continue;
+    ctxs[i] = hs_tls_ctx_new(specs[i].cert, specs[i].key, err, sizeof err);
+    if (!ctxs[i]) {
+      fprintf(stderr, "hotsock: listener %s: %s\n", specs[i].addr, err);
+      for (int j = 0; j < i; j++) hs_tls_ctx_free(ctxs[j]);
+      free(ctxs);
+      hs_listen_specs_free(specs, nspecs);
+      free(listen);
+      return 2;
+    }
+  }
   if (srv.lua.check_only) {
     /* In coroutine style each receive names its own framing: there is no
      * module framing to report. */
@@ -248,19 +304,21 @@ int main(int argc, char **argv) {
     else
       printf("%s: OK (event style, framing %s)\n", srv.lua.script_path,
              hs_framer_describe(&srv.framer, fb, sizeof fb));
+    for (int i = 0; i < nspecs; i++) hs_tls_ctx_free(ctxs[i]);
+    free(ctxs);
+    hs_listen_specs_free(specs, nspecs);
+    free(listen);
     return 0;
   }
   hs_server_signals(&srv);
   int rc = 0;
-  if (nlisten) {
-    for (int i = 0; i < nlisten && !rc; i++) rc = hs_server_listen(&srv, listen[i]);
-  } else if (naddrs) {
-    for (int i = 0; i < naddrs && !rc; i++) rc = hs_server_listen(&srv, addrs[i]);
-  } else {
-    rc = hs_server_listen(&srv, "127.0.0.1:7000");
+  for (int i = 0; i < nspecs && !rc; i++) {
+    rc = hs_server_listen(&srv, specs[i].addr, ctxs[i]);
+    if (rc == 0) ctxs[i] = NULL; /* the listener's now */
   }
-  for (int i = 0; i < naddrs; i++) free(addrs[i]);
-  free(addrs);
+  for (int i = 0; i < nspecs; i++) hs_tls_ctx_free(ctxs[i]);
+  free(ctxs);
+  hs_listen_specs_free(specs, nspecs);
   free(listen);
   if (rc != 0) {
     hs_server_abort(&srv); /* an hs.connect the chunk made closes too */

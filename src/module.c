@@ -402,35 +402,112 @@ const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_lim
   return NULL;
 }
 
-/* The addresses the module's listen field names, copied into *addrs (free
- * each and the array). Returns how many. */
-int hs_module_listen_addrs(hs_server_t *srv, char ***addrs) {
+/* One entry of the module's listen list, at the top of L: a port, an
+ * address string, or a table {addr = ..., tls = {cert = ..., key = ...}}.
+ * 0, or -1 with err filled. */
+static int read_listen_entry(lua_State *L, int i, hs_listen_spec_t *sp, char *err, size_t errlen) {
+  int top = lua_gettop(L);
+  int t = lua_type(L, top);
+  if (t == LUA_TTABLE) {
+    int at = hs_rawfield(L, top, "addr");
+    if (at == LUA_TNUMBER)
+      lua_pushfstring(L, "127.0.0.1:%d", (int)lua_tointeger(L, -1));
+    else if (at != LUA_TSTRING) {
+      snprintf(err, errlen, "listen[%d].addr must be an address or a port", i);
+      lua_settop(L, top);
+      return -1;
+    }
+    sp->addr = strdup(lua_tostring(L, -1));
+    int tt = hs_rawfield(L, top, "tls");
+    if (tt == LUA_TTABLE) {
+      int tls = lua_gettop(L);
+      if (hs_rawfield(L, tls, "cert") != LUA_TSTRING || hs_rawfield(L, tls, "key") != LUA_TSTRING) {
+        snprintf(err, errlen, "listen[%d].tls needs cert and key, each a path to a PEM file", i);
+        lua_settop(L, top);
+        return -1;
+      }
+      sp->cert = strdup(lua_tostring(L, -2));
+      sp->key = strdup(lua_tostring(L, -1));
+    } else if (tt != LUA_TNIL) {
+      snprintf(err, errlen, "listen[%d].tls must be a table like {cert = FILE, key = FILE}", i);
+      lua_settop(L, top);
+      return -1;
+    }
+  } else {
+    if (t == LUA_TNUMBER) lua_pushfstring(L, "127.0.0.1:%d", (int)lua_tointeger(L, -1));
+    const char *a = lua_tostring(L, -1);
+    if (!a) {
+      snprintf(err, errlen, "listen[%d] must be an address, a port or a listener table", i);
+      lua_settop(L, top);
+      return -1;
+    }
+    if (strncmp(a, "tls://", 6) == 0) {
+      snprintf(err, errlen,
+               "listen[%d] \"%s\": a TLS listener is a table, {addr = ..., tls = {cert = FILE, "
+               "key = FILE}}",
+               i, a);
+      lua_settop(L, top);
+      return -1;
+    }
+    sp->addr = strdup(a);
+  }
+  lua_settop(L, top);
+  if (!sp->addr || (sp->cert == NULL) != (sp->key == NULL)) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* The listeners the module's listen field names: a port, an address, a
+ * listener table, or a list of them. */
+int hs_module_listen_addrs(hs_server_t *srv, hs_listen_spec_t **specs, char *err, size_t errlen) {
   lua_State *L = srv->lua.L;
   int top = lua_gettop(L);
-  *addrs = NULL;
+  *specs = NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
   int t = hs_rawfield(L, -1, "listen");
   if (t == LUA_TNIL) {
     lua_settop(L, top);
     return 0;
   }
-  if (t != LUA_TTABLE) {
+  /* A single address, or a single listener table (it has addr). */
+  if (t != LUA_TTABLE || hs_rawfield(L, -1, "addr") != LUA_TNIL) {
+    if (t == LUA_TTABLE) lua_pop(L, 1);
     lua_createtable(L, 1, 0);
     lua_insert(L, -2);
     lua_rawseti(L, -2, 1); /* {listen} */
+  } else {
+    lua_pop(L, 1);
   }
   int tab = lua_gettop(L);
   int count = (int)lua_rawlen(L, tab); /* raw, as every module field */
-  char **list = calloc((size_t)count + 1, sizeof *list);
-  for (int i = 0; list && i < count; i++) {
+  hs_listen_spec_t *list = calloc((size_t)count + 1, sizeof *list);
+  if (!list) {
+    snprintf(err, errlen, "out of memory");
+    lua_settop(L, top);
+    return -1;
+  }
+  for (int i = 0; i < count; i++) {
     lua_rawgeti(L, tab, i + 1);
-    if (lua_type(L, -1) == LUA_TNUMBER)
-      lua_pushfstring(L, "127.0.0.1:%d", (int)lua_tointeger(L, -1));
-    const char *a = lua_tostring(L, -1);
-    list[i] = strdup(a ? a : "?");
+    if (read_listen_entry(L, i + 1, &list[i], err, errlen) != 0) {
+      hs_listen_specs_free(list, count);
+      lua_settop(L, top);
+      return -1;
+    }
     lua_settop(L, tab);
   }
   lua_settop(L, top);
-  *addrs = list;
-  return list ? count : 0;
+  *specs = list;
+  return count;
+}
+
+void hs_listen_specs_free(hs_listen_spec_t *specs, int n) {
+  if (!specs) return;
+  for (int i = 0; i < n; i++) {
+    free(specs[i].addr);
+    free(specs[i].cert);
+    free(specs[i].key);
+  }
+  free(specs);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hotsock.h"
+#include "tls.h"
 
 #define RBUF_SIZE (64 * 1024)
 
@@ -186,6 +187,16 @@ static void on_connection(uv_stream_t *server, int status) {
       format_addr((struct sockaddr *)&ss, c->local, sizeof c->local, NULL, 0, NULL);
     uv_tcp_nodelay(&c->h.tcp, 1);
   }
+  if (l->tls) {
+    /* The host hears of a TLS client once its handshake is done (conn.c). */
+    c->tls = hs_tls_new(l->tls);
+    if (!c->tls) {
+      hs_log(srv, HS_LOG_ERROR, "out of memory accepting a TLS client on %s", l->name);
+      hs_conn_discard(c);
+      return;
+    }
+    c->flags |= HS_CONN_UNSEEN;
+  }
   hs_log_conn(srv, c, HS_LOG_DEBUG, "connected from %s on %s", l->is_unix ? l->path : c->peer,
               l->name);
   hs_conn_start(c);
@@ -268,13 +279,19 @@ static int stale_unix_socket(const char *path) {
 static void listener_close_cb(uv_handle_t *h) { free(h->data); }
 
 /* Bind and listen on addr; print "listening on ..." with the real port.
- * Returns 0, or a negative libuv error (logged). */
-int hs_server_listen(hs_server_t *srv, const char *addr) {
+ * tls, when not NULL, makes it a TLS listener, which owns it from a 0
+ * return on. Returns 0, or a negative libuv error (logged). */
+int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls) {
   char err[512];
   hs_listener_t *l = calloc(1, sizeof *l);
   if (!l) return UV_ENOMEM;
   l->srv = srv;
   int r;
+  if (tls && strncmp(addr, "unix:", 5) == 0) {
+    hs_log(srv, HS_LOG_ERROR, "TLS on a unix socket (\"%s\") is not supported yet", addr);
+    free(l);
+    return UV_EINVAL;
+  }
   if (strncmp(addr, "unix:", 5) == 0) {
     const char *path = addr + 5;
     if (!*path || strlen(path) >= sizeof l->path) {
@@ -311,10 +328,11 @@ int hs_server_listen(hs_server_t *srv, const char *addr) {
     uv_close(&l->h.handle, listener_close_cb);
     return r;
   }
+  l->tls = tls;
   l->next = srv->listeners;
   srv->listeners = l;
   /* The contract: one line per listener on stderr, whatever the log level. */
-  hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0, "listening on %s", l->name);
+  hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0, "listening on %s%s", l->name, tls ? " (tls)" : "");
   return 0;
 }
 
@@ -448,6 +466,7 @@ void hs_server_free(hs_server_t *srv) {
   while (srv->closed_listeners) {
     hs_listener_t *l = srv->closed_listeners;
     srv->closed_listeners = l->next;
+    hs_tls_ctx_free(l->tls);
     free(l);
   }
   free(srv->rbuf);

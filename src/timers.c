@@ -12,6 +12,7 @@ typedef enum deadline {
   DL_NONE = -1,
   DL_CONNECT = HS_TIMEOUT_ALARM + 1,
   DL_LINGER,
+  DL_HANDSHAKE, /* a TLS handshake (HS_CONN_UNSEEN) did not complete */
 } deadline_t;
 
 static const char *const timeout_names[] = {"idle",  "read",       "write",
@@ -50,6 +51,13 @@ static uint64_t deadline_of(const hs_conn_t *c, int *which) {
       if (at < c->linger_until) at = c->linger_until;
       CONSIDER(1, at, DL_LINGER);
     }
+    *which = w;
+    return best;
+  }
+  if (c->flags & HS_CONN_UNSEEN) {
+    /* Only the handshake's deadline: first_byte, else frame, from accept. */
+    uint64_t t = c->to.first_byte ? c->to.first_byte : c->to.frame;
+    CONSIDER(t, c->opened_at + t, DL_HANDSHAKE);
     *which = w;
     return best;
   }
@@ -110,6 +118,13 @@ static void timer_cb(uv_timer_t *t) {
   }
   if (which == DL_LINGER) {
     hs_conn_abort(c, c->reason); /* the peer kept sending, or never closed */
+    return;
+  }
+  if (which == DL_HANDSHAKE) {
+    srv->stats.timeouts++;
+    srv->stats.tls_handshake_failures++;
+    hs_log_conn(srv, c, HS_LOG_INFO, "TLS handshake from %s timed out; closing", c->peer);
+    hs_conn_abort(c, "handshake timeout");
     return;
   }
   if (which == DL_CONNECT) {

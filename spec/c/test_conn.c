@@ -246,7 +246,7 @@ static tctx_t *setup(void) {
   ASSERT_EQ(hs_server_init(&t->srv, &t->loop, &fake_events), 0);
   /* No hs_server_signals: a server without signal handling still stops. */
   t->srv.log_level = HS_LOG_ERROR; /* the expected closes and timeouts log at info/warn */
-  ASSERT_EQ(hs_server_listen(&t->srv, "127.0.0.1:0"), 0);
+  ASSERT_EQ(hs_server_listen(&t->srv, "127.0.0.1:0", NULL), 0);
   ASSERT_NOT_NULL(t->srv.listeners);
   struct sockaddr_storage ss;
   int len = sizeof ss;
