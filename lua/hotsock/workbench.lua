@@ -83,7 +83,7 @@ end
 WB.check_interrupt = check_interrupt
 
 local function mktempdir()
-  local f = assert(io.popen("mktemp -d /tmp/hotsock-wb.XXXXXX 2>/dev/null", "r"))
+  local f = assert(io.popen("mktemp -d 2>/dev/null", "r")) -- mktemp's own template
   local d = (f:read("a") or ""):gsub("%s+$", "")
   f:close()
   if d == "" then error("mktemp -d failed", 0) end
