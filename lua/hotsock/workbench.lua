@@ -83,7 +83,9 @@ end
 WB.check_interrupt = check_interrupt
 
 local function mktempdir()
-  local f = assert(io.popen("mktemp -d 2>/dev/null", "r")) -- mktemp's own template
+  -- rmtempdir removes only folders with this prefix
+  local template = "/tmp/hotsock-wb." .. ("X"):rep(6)
+  local f = assert(io.popen("mktemp -d " .. template .. " 2>/dev/null", "r"))
   local d = (f:read("a") or ""):gsub("%s+$", "")
   f:close()
   if d == "" then error("mktemp -d failed", 0) end
