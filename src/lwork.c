@@ -198,8 +198,10 @@ static hs_conn_t *waiting_owner(lua_State *L, const char *what, int has_cb) {
     int main = lua_pushthread(L);
     lua_pop(L, 1);
     if (!main)
-      luaL_error(L, "%s in a coroutine other than handle's needs a callback "
-                    "(it cannot wait here)", what);
+      luaL_error(L,
+                 "%s in a coroutine other than handle's needs a callback "
+                 "(it cannot wait here)",
+                 what);
     return NULL;
   }
   if (!lua_isyieldable(L))
@@ -221,6 +223,38 @@ static const char *cannot_start(hs_server_t *srv, hs_conn_t *owner, size_t need)
   if (owner && !hs_conn_is_open(owner)) return owner->reason ? owner->reason : "closed";
   if (!hs_script_room(srv, need)) return NOMEM;
   return NULL;
+}
+
+/* What every call does before its libuv request: check it may start, keep
+ * the callback (at cb_idx, 0 for none) and the data to write (at data_idx,
+ * 0 for none) referenced, then allocate the request. The Lua allocations
+ * (which may raise) come first, so nothing C-side can leak. NULL with
+ * nil, err pushed (two results) when it cannot start. */
+static hs_work_t *work_begin(lua_State *L, hs_server_t *srv, hs_conn_t *owner, work_kind_t kind,
+                             const char *what, int cb_idx, int data_idx) {
+  const char *why = cannot_start(srv, owner, sizeof(hs_work_t));
+  if (why) {
+    refuse(L, why);
+    return NULL;
+  }
+  int cb_ref = HS_NOREF, data_ref = HS_NOREF;
+  if (cb_idx) {
+    lua_pushvalue(L, cb_idx);
+    cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (data_idx) {
+    lua_pushvalue(L, data_idx);
+    data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  hs_work_t *w = work_new(srv, kind, what, cb_ref);
+  if (!w) {
+    if (cb_ref != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, cb_ref);
+    if (data_ref != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, data_ref);
+    refuse(L, "not enough memory");
+    return NULL;
+  }
+  w->data_ref = data_ref;
+  return w;
 }
 
 /* The error text of an fs or resolver failure: "ENOENT: no such file or
@@ -352,19 +386,8 @@ static int hs_exec(lua_State *L) {
   }
   argv[argc] = NULL;
   hs_conn_t *owner = waiting_owner(L, "hs.exec", has_cb);
-  const char *why = cannot_start(srv, owner, sizeof(hs_work_t));
-  if (why) return refuse(L, why);
-  int cb_ref = HS_NOREF;
-  if (has_cb) {
-    lua_pushvalue(L, 6);
-    cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  /* Every Lua allocation is done: now the C side. */
-  hs_work_t *w = work_new(srv, W_EXEC, "hs.exec callback", cb_ref);
-  if (!w) {
-    if (cb_ref != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, cb_ref);
-    return refuse(L, "not enough memory");
-  }
+  hs_work_t *w = work_begin(L, srv, owner, W_EXEC, "hs.exec callback", has_cb ? 6 : 0, 0);
+  if (!w) return 2;
   hs_exec_opts_t o = {argv,      cwd, input, input_len, (uint64_t)timeout, (size_t)max_output,
                       exec_room, srv};
   char err[256];
@@ -553,25 +576,9 @@ static int fs_call(lua_State *L, work_kind_t kind, int flags, const char *what, 
   if (!owner && !has_cb)
     return luaL_error(L, "%s: outside a handle coroutine, give a callback as the last argument",
                       what);
-  const char *why = cannot_start(srv, owner, sizeof(hs_work_t));
-  if (why) return refuse(L, why);
-  int cb_ref = HS_NOREF, data_ref = HS_NOREF;
-  if (has_cb) {
-    lua_pushvalue(L, cb_idx);
-    cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  if (kind == W_WRITE) {
-    lua_pushvalue(L, 2);
-    data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  /* Every Lua allocation is done: now the C side. */
-  hs_work_t *w = work_new(srv, kind, what, cb_ref);
-  if (!w) {
-    if (cb_ref != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, cb_ref);
-    if (data_ref != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, data_ref);
-    return refuse(L, "not enough memory");
-  }
-  w->data_ref = data_ref;
+  hs_work_t *w =
+      work_begin(L, srv, owner, kind, what, has_cb ? cb_idx : 0, kind == W_WRITE ? 2 : 0);
+  if (!w) return 2;
   if (kind == W_WRITE) w->data = lua_tolstring(L, 2, &w->len);
   /* O_NONBLOCK: a FIFO or a device never holds a pool thread waiting for
    * another program (a stop would wait for it); regular files ignore it. */
@@ -658,18 +665,8 @@ static int hs_resolve(lua_State *L) {
     return luaL_error(L,
                       "hs.resolve: outside a handle coroutine, give a callback as the last "
                       "argument");
-  const char *why = cannot_start(srv, owner, sizeof(hs_work_t));
-  if (why) return refuse(L, why);
-  int cb_ref = HS_NOREF;
-  if (has_cb) {
-    lua_pushvalue(L, 2);
-    cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
-  hs_work_t *w = work_new(srv, W_RESOLVE, "hs.resolve callback", cb_ref);
-  if (!w) {
-    if (cb_ref != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, cb_ref);
-    return refuse(L, "not enough memory");
-  }
+  hs_work_t *w = work_begin(L, srv, owner, W_RESOLVE, "hs.resolve callback", has_cb ? 2 : 0, 0);
+  if (!w) return 2;
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_socktype = SOCK_STREAM;
