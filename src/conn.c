@@ -339,17 +339,49 @@ static const char *error_reason(hs_conn_t *c, int err) {
 }
 
 /* A TLS handshake did not complete: count and log it, and close the
- * connection (an alert OpenSSL queued is sent first). */
+ * connection (an alert OpenSSL queued is sent first). An outbound one is a
+ * failed connect, and why is its reason. */
 static void tls_failed(hs_conn_t *c, const char *why) {
   hs_server_t *srv = c->srv;
+  if (c->flags & HS_CONN_OUTBOUND) {
+    srv->stats.connect_failed++;
+    snprintf(c->reason_buf, sizeof c->reason_buf, "%s", why);
+    hs_log_conn(srv, c, HS_LOG_INFO, "TLS connect to %s failed: %s", c->peer, why);
+    hs_conn_close(c, c->reason_buf);
+    return;
+  }
   srv->stats.tls_handshake_failures++;
   hs_log_conn(srv, c, HS_LOG_INFO, "TLS handshake from %s failed: %s; closing", c->peer, why);
   hs_conn_close(c, "TLS handshake failed");
 }
 
-/* Ciphertext read on a TLS connection: drive the handshake (the host hears
- * of the client, the opened event, once it completes), then decrypt into
- * c->in for the framer. 0 when there is plaintext input or an EOF to
+/* A handshake just completed: count it, then tell the host what it means
+ * for this connection (a new client, an outbound connection ready, or, after
+ * STARTTLS, nothing: the next frames are simply decrypted ones). 0 to go on,
+ * -1 when the host closed c. */
+static int tls_done(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  hs_tls_info_t info;
+  hs_tls_get_info(c->tls, &info);
+  hs_log_conn(srv, c, HS_LOG_DEBUG, "TLS handshake done (%s, %s%s)", info.version, info.cipher,
+              info.resumed ? ", resumed" : "");
+  if (c->flags & HS_CONN_OUTBOUND) {
+    hs_outbound_ready(c);
+    return hs_conn_is_open(c) ? 0 : -1;
+  }
+  srv->stats.tls_handshakes++;
+  if (info.resumed) srv->stats.tls_resumed++;
+  if (c->flags & HS_CONN_UNSEEN) {
+    c->flags &= ~HS_CONN_UNSEEN;
+    srv->ev->opened(c);
+    if (!hs_conn_is_open(c)) return -1;
+  }
+  hs_timers_update(c); /* the connection's own deadlines from now on */
+  return 0;
+}
+
+/* Ciphertext read on a TLS connection: drive the handshake, then decrypt
+ * into c->in for the framer. 0 when there is plaintext input or an EOF to
  * dispatch; -1 when there is nothing to dispatch (or c closed). */
 static int tls_input(hs_conn_t *c, const char *p, size_t n) {
   hs_server_t *srv = c->srv;
@@ -358,20 +390,14 @@ static int tls_input(hs_conn_t *c, const char *p, size_t n) {
     hs_conn_abort(c, "out of memory");
     return -1;
   }
-  if (c->flags & HS_CONN_UNSEEN) {
+  if (!c->tls->done) {
     int r = hs_tls_handshake(c->tls, err, sizeof err);
     if (hs_tls_pending(c->tls)) hs_server_mark_dirty(srv, c); /* handshake bytes, an alert */
     if (r == HS_TLS_ERROR) {
       tls_failed(c, err);
       return -1;
     }
-    if (r != HS_TLS_DONE) return -1;
-    c->flags &= ~HS_CONN_UNSEEN;
-    srv->stats.tls_handshakes++;
-    hs_log_conn(srv, c, HS_LOG_DEBUG, "TLS handshake done");
-    srv->ev->opened(c);
-    if (!hs_conn_is_open(c)) return -1;
-    hs_timers_update(c); /* the connection's own deadlines from now on */
+    if (r != HS_TLS_DONE || tls_done(c) != 0) return -1;
   }
   int r = hs_tls_read(c->tls, &c->in, &srv->pool, err, sizeof err);
   if (hs_tls_pending(c->tls)) hs_server_mark_dirty(srv, c);
@@ -387,17 +413,85 @@ static int tls_input(hs_conn_t *c, const char *p, size_t n) {
   return 0;
 }
 
+/* Start the client side of a handshake: the ClientHello goes out. */
+int hs_conn_tls_connect(hs_conn_t *c) {
+  char err[256];
+  if (hs_tls_handshake(c->tls, err, sizeof err) == HS_TLS_ERROR) {
+    tls_failed(c, err);
+    return -1;
+  }
+  hs_server_mark_dirty(c->srv, c);
+  hs_timers_update(c);
+  return 0;
+}
+
+int hs_conn_starttls(hs_conn_t *c, struct hs_tls_ctx *ctx, const char *name, size_t *discarded,
+                     char *err, size_t errlen) {
+  hs_server_t *srv = c->srv;
+  int client = hs_tls_ctx_is_client(ctx);
+  *discarded = 0;
+  if (!hs_conn_is_open(c) || (c->flags & (HS_CONN_CLOSING | HS_CONN_SHUTDOWN))) {
+    snprintf(err, errlen, "the connection is closing");
+    return -1;
+  }
+  if (c->tls) {
+    snprintf(err, errlen, "the connection is already TLS");
+    return -1;
+  }
+  if (c->pipe_to || c->pipe_from) {
+    snprintf(err, errlen, "a piped connection cannot start TLS");
+    return -1;
+  }
+  if (client != ((c->flags & HS_CONN_OUTBOUND) != 0)) {
+    snprintf(err, errlen, client ? "client TLS settings on an accepted connection"
+                                 : "server TLS settings on an outbound connection");
+    return -1;
+  }
+  hs_tls_t *t = client ? hs_tls_new_client(ctx, name) : hs_tls_new(ctx);
+  if (!t) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  /* What the script sent before (its "go ahead") leaves in plaintext, ahead
+   * of the handshake; what the peer sent after its STARTTLS and before the
+   * handshake was not encrypted, so it is dropped (CVE-2011-0411). */
+  if (hs_buf_len(&c->out) && hs_buf_append(&t->cout, hs_buf_peek(&c->out), hs_buf_len(&c->out),
+                                           &srv->pool) != 0) {
+    hs_tls_free(t, &srv->pool);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  hs_buf_consume(&c->out, hs_buf_len(&c->out), &srv->pool);
+  *discarded = input_len(c);
+  consume(c, *discarded);
+  c->skip = 0;
+  c->tls = t;
+  uint64_t to = c->to.first_byte ? c->to.first_byte : c->to.frame;
+  c->tls_deadline = to ? uv_now(srv->loop) + to : 0;
+  if (*discarded)
+    hs_log_conn(srv, c, HS_LOG_INFO,
+                "STARTTLS: %zu byte(s) sent in plaintext after it were discarded", *discarded);
+  if (client) {
+    c->connect_deadline = c->tls_deadline;
+    hs_conn_tls_connect(c); /* a failure closes c, and the script hears of it so */
+    return 0;
+  }
+  hs_server_mark_dirty(srv, c);
+  hs_timers_update(c);
+  return 0;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hs_conn_t *c = (hs_conn_t *)s;
   hs_server_t *srv = c->srv;
   if (nread == 0) return;
   if (nread < 0) {
-    if (nread == UV_EOF && (c->flags & HS_CONN_UNSEEN)) {
+    if (nread == UV_EOF && c->tls && !c->tls->done) {
       /* The peer left during the handshake; a probe that sent nothing is
        * not a failed handshake. */
       c->flags |= HS_CONN_EOF;
       stop_reading(c);
-      if (c->bytes_in)
+      if (c->bytes_in || !(c->flags & HS_CONN_UNSEEN))
         tls_failed(c, "the peer closed the connection");
       else
         hs_conn_close(c, "eof");

@@ -78,15 +78,41 @@ const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_lim
                            hs_framer_t *f, char *err, size_t errlen);
 int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen);
 /* One listener the module (or the command line) asks for: an address, and
- * for a TLS listener its certificate chain and key (PEM paths). */
+ * for a TLS listener its settings. */
 typedef struct hs_listen_spec {
   char *addr;
-  char *cert, *key; /* both NULL: a plain listener */
+  struct hs_tls_opts *tls; /* NULL: a plain listener */
 } hs_listen_spec_t;
 /* The module's listen field as specs (*specs and each string malloc'd; see
  * hs_listen_specs_free): how many, or -1 with err filled. */
 int hs_module_listen_addrs(hs_server_t *srv, hs_listen_spec_t **specs, char *err, size_t errlen);
 void hs_listen_specs_free(hs_listen_spec_t *specs, int n);
+
+/* ltls.c: TLS settings from Lua tables, the server's defaults, contexts */
+/* Read a table of settings at idx over o (fields present replace o's); a
+ * client's table may name sni (into *sni, malloc'd). 0, or -1 with err. */
+int hs_ltls_read_opts(lua_State *L, int idx, struct hs_tls_opts *o, int client, char **sni,
+                      char *err, size_t errlen);
+/* The defaults the current module and --tls-* give (*out malloc'd, NULL
+ * when there are none). 0, or -1 with err. */
+int hs_ltls_defaults(hs_server_t *srv, struct hs_tls_opts **out, char *err, size_t errlen);
+void hs_ltls_set_defaults(hs_server_t *srv, struct hs_tls_opts *o); /* takes o; frees the old */
+/* A default certificate must load: 0, or -1 with err. */
+int hs_ltls_check_defaults(hs_server_t *srv, char *err, size_t errlen);
+/* A server's settings: the defaults, then the table at idx (L NULL: none).
+ * 0; -1 a malformed table; -2 no certificate. err says what. */
+int hs_ltls_server_opts(hs_server_t *srv, lua_State *L, int idx, struct hs_tls_opts *o, char *err,
+                        size_t errlen);
+/* A context for settings, from the cache (borrowed). NULL with err. */
+struct hs_tls_ctx *hs_ltls_ctx(hs_server_t *srv, const struct hs_tls_opts *o, int client,
+                               char *err, size_t errlen);
+struct hs_tls_ctx *hs_ltls_client_ctx(hs_server_t *srv, lua_State *L, int idx, char **sni,
+                                      char *err, size_t errlen);
+void hs_ltls_flush(hs_server_t *srv); /* a reload: contexts are made anew */
+void hs_ltls_close(hs_server_t *srv);
+int hs_ltls_starttls(lua_State *L, hs_conn_t *c);
+int hs_ltls_settings(lua_State *L); /* hs.tls_settings */
+void hs_ltls_push_info(lua_State *L, const hs_conn_t *c);
 
 /* lconn.c: the Lua face of a connection */
 void hs_lconn_open(lua_State *L);

@@ -31,7 +31,9 @@
 typedef struct hs_server hs_server_t;
 typedef struct hs_conn hs_conn_t;
 struct hs_tls;     /* tls.h: a TLS connection's state */
-struct hs_tls_ctx; /* tls.h: a TLS listener's context */
+struct hs_tls_ctx;  /* tls.h: TLS settings made ready (a listener's, a client's) */
+struct hs_tls_opts; /* tls.h: TLS settings as given */
+struct hs_tls_cache; /* ltls.c */
 struct lua_State;  /* the host layer's; the socket layer only carries the pointer */
 
 /* ------------------------------------------------------------------------
@@ -76,7 +78,7 @@ typedef struct hs_stats {
   uint64_t outbuf_disconnects, timeouts;
   uint64_t reload_ok, reload_failed, generation;
   uint64_t connects, connect_failed; /* hs.connect outcomes */
-  uint64_t tls_handshakes, tls_handshake_failures;
+  uint64_t tls_handshakes, tls_handshake_failures, tls_resumed; /* inbound (listeners, STARTTLS) */
 } hs_stats_t;
 
 /* ------------------------------------------------------------------------
@@ -147,7 +149,8 @@ typedef struct hs_listener {
   int is_unix;
   char name[128];         /* the address as printed: "127.0.0.1:43121" */
   char path[108];         /* unix socket path to unlink at exit */
-  struct hs_tls_ctx *tls; /* a TLS listener's context (owned), or NULL */
+  struct hs_tls_ctx *tls;      /* a TLS listener's context (a reference), or NULL */
+  struct hs_tls_ctx *tls_next; /* made again from the files for a reload */
   struct hs_listener *next;
 } hs_listener_t;
 
@@ -247,7 +250,8 @@ struct hs_conn {
   uint64_t frame_start;      /* uv_now when the pending frame's first byte came; 0 none */
   uint64_t linger_until;     /* HS_CONN_LINGER: when to give up waiting for the peer */
   uint64_t alarm_at;         /* the host's deadline; 0 none */
-  uint64_t connect_deadline; /* outbound, while connecting */
+  uint64_t connect_deadline; /* outbound, while connecting (and its TLS handshake) */
+  uint64_t tls_deadline;     /* an inbound TLS handshake must be done by then; 0 never */
   /* identity */
   const char *reason; /* why it closes (static string or reason_buf) */
   char reason_buf[96];
@@ -286,6 +290,10 @@ typedef struct hs_script {
   LIST_HEAD(, hs_ltimer) timers; /* live hs.after / hs.every timers */
   LIST_HEAD(, hs_work) work;     /* hs.exec, hs.fs.*, hs.resolve under way */
   struct hs_watch *watch;        /* the script watcher, or NULL */
+  const char *cli_tls_cert;      /* --tls-cert, --tls-key */
+  const char *cli_tls_key;
+  struct hs_tls_opts *tls_default; /* the module's tls field and --tls-*; NULL: none */
+  struct hs_tls_cache *tls_cache;  /* contexts for STARTTLS and hs.connect (ltls.c) */
   uint64_t load_budget;          /* ms a script load may take */
   const char *reload_trigger;    /* a reload asked for, done before the loop sleeps */
   int rollback_pending;          /* a rollback asked for, done before reload_trigger */
@@ -341,8 +349,15 @@ struct hs_server {
 
 /* server.c */
 int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev);
-/* tls: the context of a TLS listener, owned by it from a 0 return on. */
+/* tls: the context of a TLS listener, whose reference the listener holds
+ * from a 0 return on. */
 int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls);
+/* A reload reads every TLS listener's certificate and key files again:
+ * prepare makes the new contexts (0, or -1 with err naming the listener,
+ * and nothing changed); commit puts them in place (ok) or drops them. Live
+ * connections keep the context they were made with. */
+int hs_server_tls_prepare(hs_server_t *srv, char *err, size_t errlen);
+void hs_server_tls_commit(hs_server_t *srv, int ok);
 void hs_server_begin_stop(hs_server_t *srv, const char *why);
 void hs_server_abort(hs_server_t *srv);
 void hs_server_stop(hs_server_t *srv);
@@ -370,6 +385,13 @@ void hs_conn_flush(hs_conn_t *c);
 void hs_conn_dispatch(hs_conn_t *c);
 void hs_conn_deliver_closed(hs_conn_t *c);
 void hs_conn_set_framing(hs_conn_t *c, const hs_framer_t *f);
+/* Upgrade a plain connection to TLS in place (STARTTLS): output queued so
+ * far goes out in plaintext first; input buffered and not yet framed (bytes
+ * the peer pipelined after its STARTTLS) is dropped, *discarded says how
+ * much. An outbound connection becomes the client side (name: its SNI and
+ * the name checked). 0, or -1 with err. */
+int hs_conn_starttls(hs_conn_t *c, struct hs_tls_ctx *ctx, const char *name, size_t *discarded,
+                     char *err, size_t errlen);
 int hs_conn_pipe(hs_conn_t *from, hs_conn_t *to);
 /* Pull mode. hs_conn_read takes one frame framed with f from what is
  * buffered: HS_FRAME_OK with *msg, *len (valid until the connection reads
@@ -394,8 +416,17 @@ void hs_timers_update(hs_conn_t *c);
 void hs_timers_set_alarm(hs_conn_t *c, uint64_t at); /* 0 clears it */
 
 /* outbound.c */
+/* tls (a client context, or NULL) makes it a TLS connection: connected is
+ * reported once its handshake is done, with tls_name as SNI and the name
+ * the server's certificate must carry. */
 hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
-                               const hs_framer_t *f, char *err, size_t errlen);
+                               const hs_framer_t *f, struct hs_tls_ctx *tls, const char *tls_name,
+                               char *err, size_t errlen);
+/* An outbound connection is ready (connected, and its TLS handshake done). */
+void hs_outbound_ready(hs_conn_t *c);
+/* conn.c: start an outbound connection's TLS handshake (c->tls is set). 0,
+ * or -1 when it failed at once (c is closing). */
+int hs_conn_tls_connect(hs_conn_t *c);
 void hs_outbound_forget(hs_conn_t *c);
 
 #endif

@@ -8,7 +8,6 @@
 #include <lauxlib.h>
 
 #include "host.h"
-#include "tls.h"
 
 #define CONN_MT "hotsock.conn"
 
@@ -359,6 +358,12 @@ static int conn_skip(lua_State *L) {
   return 1;
 }
 
+/* conn:starttls([opts]): upgrade to TLS in place (ltls.c). */
+static int conn_starttls(lua_State *L) {
+  CHECK_OPEN(c, L, 1);
+  return hs_ltls_starttls(L, c);
+}
+
 static int conn_pipe(lua_State *L) {
   CHECK_OPEN(from, L, 1);
   CHECK_OPEN(to, L, 2);
@@ -368,6 +373,7 @@ static int conn_pipe(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {{"send", conn_send},
+                                   {"starttls", conn_starttls},
                                    {"close", conn_close},
                                    {"abort", conn_abort},
                                    {"shutdown", conn_shutdown},
@@ -397,30 +403,6 @@ enum {
   F_TLS
 };
 
-/* conn.tls: nil on a plain connection, else a new table of what the
- * handshake settled. */
-static void push_tls(lua_State *L, const hs_conn_t *c) {
-  hs_tls_info_t info;
-  if (!c->tls) {
-    lua_pushnil(L);
-    return;
-  }
-  hs_tls_get_info(c->tls, &info);
-  lua_createtable(L, 0, 5);
-  lua_pushstring(L, info.version);
-  lua_setfield(L, -2, "version");
-  lua_pushstring(L, info.cipher);
-  lua_setfield(L, -2, "cipher");
-  lua_pushstring(L, info.sni);
-  lua_setfield(L, -2, "sni");
-  if (info.alpn) {
-    lua_pushlstring(L, info.alpn, info.alpn_len);
-    lua_setfield(L, -2, "alpn");
-  }
-  lua_pushboolean(L, info.resumed);
-  lua_setfield(L, -2, "resumed");
-}
-
 static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   hs_conn_t *c = b->c;
   if (field == F_ID) return lua_pushinteger(L, (lua_Integer)b->id), 1;
@@ -446,7 +428,7 @@ static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   case F_OUTBOUND: lua_pushboolean(L, (c->flags & HS_CONN_OUTBOUND) != 0); break;
   case F_BYTES_IN: lua_pushinteger(L, (lua_Integer)c->bytes_in); break;
   case F_BYTES_OUT: lua_pushinteger(L, (lua_Integer)c->bytes_out); break;
-  case F_TLS: push_tls(L, c); break;
+  case F_TLS: hs_ltls_push_info(L, c); break;
   default: lua_pushnil(L); break;
   }
   return 1;

@@ -8,6 +8,7 @@
 
 #include "host.h"
 #include "lwork.h"
+#include "tls.h"
 
 #define TIMER_MT "hotsock.timer"
 
@@ -148,6 +149,8 @@ static int hs_connect(lua_State *L) {
   lua_Integer timeout = 10000;
   hs_framer_t f;
   hs_framer_raw(&f);
+  hs_tls_ctx_t *tls = NULL; /* borrowed from the cache */
+  char tls_name[256] = "";
   if (has_opts) {
     if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
       int isnum;
@@ -161,6 +164,24 @@ static int hs_connect(lua_State *L) {
       char err[256];
       if (hs_module_parse_framing(L, -1, &f, err, sizeof err) != 0)
         return luaL_error(L, "hs.connect: framing: %s", err);
+    }
+    lua_pop(L, 1);
+    int tt = lua_getfield(L, 3, "tls");
+    if (tt != LUA_TNIL && !(tt == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+      char terr[1024], *sni = NULL;
+      if (tt != LUA_TBOOLEAN && tt != LUA_TTABLE)
+        return luaL_error(L, "hs.connect: tls must be true or a table of settings");
+      tls = hs_ltls_client_ctx(srv, L, lua_gettop(L), &sni, terr, sizeof terr);
+      if (!tls) {
+        lua_pushnil(L);
+        lua_pushstring(L, terr);
+        return 2;
+      }
+      size_t n = sni ? strlen(sni) : 0;
+      int long_name = n >= sizeof tls_name;
+      if (sni && !long_name) memcpy(tls_name, sni, n + 1);
+      free(sni);
+      if (long_name) return luaL_error(L, "hs.connect: tls.sni is longer than 255 bytes");
     }
     lua_pop(L, 1);
   }
@@ -187,7 +208,8 @@ static int hs_connect(lua_State *L) {
   }
   int box_ref = hs_lconn_prepare(L);
   char err[256];
-  hs_conn_t *c = hs_outbound_connect(srv, host, (int)port, (uint64_t)timeout, &f, err, sizeof err);
+  hs_conn_t *c = hs_outbound_connect(srv, host, (int)port, (uint64_t)timeout, &f, tls,
+                                     tls_name[0] ? tls_name : NULL, err, sizeof err);
   if (!c) {
     if (href != HS_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, href);
     luaL_unref(L, LUA_REGISTRYINDEX, box_ref);
@@ -317,7 +339,7 @@ typedef struct stat_field {
   const char *k;
   uint64_t v;
 } stat_field_t;
-#define NSTATS 21
+#define NSTATS 22
 
 static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
   const hs_stats_t *s = &srv->stats;
@@ -340,6 +362,7 @@ static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
                               {"connect_failed", s->connect_failed},
                               {"tls_handshakes", s->tls_handshakes},
                               {"tls_handshake_failures", s->tls_handshake_failures},
+                              {"tls_resumed", s->tls_resumed},
                               {"lua_memory", srv->lua.lua_mem},
                               {"lua_memory_limit", srv->limits.max_lua_memory}};
   memcpy(f, all, sizeof all);
@@ -392,7 +415,7 @@ static const luaL_Reg funcs[] = {
     {"after", hs_after},         {"every", hs_every}, {"sleep", hs_sleep},
     {"connect", hs_connect},     {"now", hs_now},     {"clients", hs_clients},
     {"broadcast", hs_broadcast}, {"stats", hs_stats}, {"reload", hs_reload},
-    {"module", hs_module},       {NULL, NULL}};
+    {"module", hs_module},       {"tls_settings", hs_ltls_settings}, {NULL, NULL}};
 
 int hs_lhotsock_open(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);

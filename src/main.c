@@ -153,7 +153,6 @@ int main(int argc, char **argv) {
   srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
   int nlisten = 0, watch = 1, ch;
-  const char *tls_cert = NULL, *tls_key = NULL;
   size_t v;
   if (!listen) return 1;
   /* "+": options end at the script; what follows belongs to it. */
@@ -199,8 +198,8 @@ int main(int argc, char **argv) {
     case OPT_TIMEOUT:
       if (parse_timeouts(optarg, &srv.cli.timeouts)) return 2;
       break;
-    case OPT_TLS_CERT: tls_cert = optarg; break;
-    case OPT_TLS_KEY: tls_key = optarg; break;
+    case OPT_TLS_CERT: srv.lua.cli_tls_cert = optarg; break;
+    case OPT_TLS_KEY: srv.lua.cli_tls_key = optarg; break;
     case 'V':
       printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string());
       return 0;
@@ -248,6 +247,18 @@ int main(int argc, char **argv) {
     fprintf(stderr, "hotsock: %s\n", err);
     return 2;
   }
+  /* The default TLS settings (the module's tls field, --tls-cert/--tls-key):
+   * a default certificate must load now, so --check reports a bad one. */
+  struct hs_tls_opts *tls_default = NULL;
+  if (hs_ltls_defaults(&srv, &tls_default, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
+    return 2;
+  }
+  hs_ltls_set_defaults(&srv, tls_default);
+  if (hs_ltls_check_defaults(&srv, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s\n", err);
+    return 2;
+  }
   /* The listeners: -l, else the module's listen field, else the default;
    * TLS contexts are made now, so --check reports a bad certificate or key. */
   hs_listen_spec_t *specs = NULL;
@@ -258,12 +269,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nlisten; i++, nspecs++) {
       const char *a = listen[i];
       if (strncmp(a, "tls://", 6) == 0) {
-        if (!tls_cert || !tls_key) {
-          fprintf(stderr, "hotsock: -l %s needs --tls-cert FILE and --tls-key FILE\n", a);
+        if (!(specs[i].tls = calloc(1, sizeof *specs[i].tls))) return 1;
+        if (hs_ltls_server_opts(&srv, NULL, 0, specs[i].tls, err, sizeof err) != 0) {
+          fprintf(stderr,
+                  "hotsock: -l %s needs --tls-cert FILE and --tls-key FILE (or the module's tls "
+                  "field)\n",
+                  a);
           return 2;
         }
-        specs[i].cert = strdup(tls_cert);
-        specs[i].key = strdup(tls_key);
         a += 6;
       }
       specs[i].addr = strdup(a);
@@ -284,11 +297,11 @@ int main(int argc, char **argv) {
   hs_tls_ctx_t **ctxs = calloc((size_t)nspecs, sizeof *ctxs);
   if (!ctxs) return 1;
   for (int i = 0; i < nspecs; i++) {
-    if (!specs[i].cert) continue;
-    ctxs[i] = hs_tls_ctx_new(specs[i].cert, specs[i].key, err, sizeof err);
+    if (!specs[i].tls) continue;
+    ctxs[i] = hs_tls_ctx_new(specs[i].tls, 0, err, sizeof err);
     if (!ctxs[i]) {
       fprintf(stderr, "hotsock: listener %s: %s\n", specs[i].addr, err);
-      for (int j = 0; j < i; j++) hs_tls_ctx_free(ctxs[j]);
+      for (int j = 0; j < i; j++) hs_tls_ctx_unref(ctxs[j]);
       free(ctxs);
       hs_listen_specs_free(specs, nspecs);
       free(listen);
@@ -304,7 +317,7 @@ int main(int argc, char **argv) {
     else
       printf("%s: OK (event style, framing %s)\n", srv.lua.script_path,
              hs_framer_describe(&srv.framer, fb, sizeof fb));
-    for (int i = 0; i < nspecs; i++) hs_tls_ctx_free(ctxs[i]);
+    for (int i = 0; i < nspecs; i++) hs_tls_ctx_unref(ctxs[i]);
     free(ctxs);
     hs_listen_specs_free(specs, nspecs);
     free(listen);
@@ -316,7 +329,7 @@ int main(int argc, char **argv) {
     rc = hs_server_listen(&srv, specs[i].addr, ctxs[i]);
     if (rc == 0) ctxs[i] = NULL; /* the listener's now */
   }
-  for (int i = 0; i < nspecs; i++) hs_tls_ctx_free(ctxs[i]);
+  for (int i = 0; i < nspecs; i++) hs_tls_ctx_unref(ctxs[i]);
   free(ctxs);
   hs_listen_specs_free(specs, nspecs);
   free(listen);

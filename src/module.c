@@ -11,6 +11,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "tls.h"
 
 /* t[k] without metamethods. The module and the tables in it are read raw:
  * no script code runs while C looks up a handler or a setting, so a module
@@ -403,11 +404,13 @@ const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_lim
 }
 
 /* One entry of the module's listen list, at the top of L: a port, an
- * address string, or a table {addr = ..., tls = {cert = ..., key = ...}}.
+ * address string, or a table {addr = ..., tls = true | {cert = ..., ...}}.
  * 0, or -1 with err filled. */
-static int read_listen_entry(lua_State *L, int i, hs_listen_spec_t *sp, char *err, size_t errlen) {
+static int read_listen_entry(hs_server_t *srv, lua_State *L, int i, hs_listen_spec_t *sp,
+                             char *err, size_t errlen) {
   int top = lua_gettop(L);
   int t = lua_type(L, top);
+  char why[512];
   if (t == LUA_TTABLE) {
     int at = hs_rawfield(L, top, "addr");
     if (at == LUA_TNUMBER)
@@ -419,17 +422,18 @@ static int read_listen_entry(lua_State *L, int i, hs_listen_spec_t *sp, char *er
     }
     sp->addr = strdup(lua_tostring(L, -1));
     int tt = hs_rawfield(L, top, "tls");
-    if (tt == LUA_TTABLE) {
-      int tls = lua_gettop(L);
-      if (hs_rawfield(L, tls, "cert") != LUA_TSTRING || hs_rawfield(L, tls, "key") != LUA_TSTRING) {
-        snprintf(err, errlen, "listen[%d].tls needs cert and key, each a path to a PEM file", i);
+    if (tt == LUA_TTABLE || (tt == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
+      if (!(sp->tls = calloc(1, sizeof *sp->tls)) ||
+          hs_ltls_server_opts(srv, tt == LUA_TTABLE ? L : NULL, -1, sp->tls, why, sizeof why) != 0) {
+        free(sp->tls);
+        sp->tls = NULL;
+        snprintf(err, errlen, "listen[%d].tls: %s", i, why);
         lua_settop(L, top);
         return -1;
       }
-      sp->cert = strdup(lua_tostring(L, -2));
-      sp->key = strdup(lua_tostring(L, -1));
-    } else if (tt != LUA_TNIL) {
-      snprintf(err, errlen, "listen[%d].tls must be a table like {cert = FILE, key = FILE}", i);
+    } else if (tt != LUA_TNIL && tt != LUA_TBOOLEAN) {
+      snprintf(err, errlen, "listen[%d].tls must be true or a table like {cert = FILE, key = FILE}",
+               i);
       lua_settop(L, top);
       return -1;
     }
@@ -444,7 +448,7 @@ static int read_listen_entry(lua_State *L, int i, hs_listen_spec_t *sp, char *er
     if (strncmp(a, "tls://", 6) == 0) {
       snprintf(err, errlen,
                "listen[%d] \"%s\": a TLS listener is a table, {addr = ..., tls = {cert = FILE, "
-               "key = FILE}}",
+               "key = FILE}} (or tls = true with the module's tls field)",
                i, a);
       lua_settop(L, top);
       return -1;
@@ -452,7 +456,7 @@ static int read_listen_entry(lua_State *L, int i, hs_listen_spec_t *sp, char *er
     sp->addr = strdup(a);
   }
   lua_settop(L, top);
-  if (!sp->addr || (sp->cert == NULL) != (sp->key == NULL)) {
+  if (!sp->addr) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
@@ -490,7 +494,7 @@ int hs_module_listen_addrs(hs_server_t *srv, hs_listen_spec_t **specs, char *err
   }
   for (int i = 0; i < count; i++) {
     lua_rawgeti(L, tab, i + 1);
-    if (read_listen_entry(L, i + 1, &list[i], err, errlen) != 0) {
+    if (read_listen_entry(srv, L, i + 1, &list[i], err, errlen) != 0) {
       hs_listen_specs_free(list, count);
       lua_settop(L, top);
       return -1;
@@ -506,8 +510,8 @@ void hs_listen_specs_free(hs_listen_spec_t *specs, int n) {
   if (!specs) return;
   for (int i = 0; i < n; i++) {
     free(specs[i].addr);
-    free(specs[i].cert);
-    free(specs[i].key);
+    if (specs[i].tls) hs_tls_opts_free(specs[i].tls);
+    free(specs[i].tls);
   }
   free(specs);
 }

@@ -1,11 +1,12 @@
 /* outbound.c: connections hotsock makes itself (hs.connect): the connect,
- * a name lookup that does not block the loop, and the connect deadline's
- * end. Once connected, an outbound connection is an hs_conn_t like any
+ * a name lookup that does not block the loop, the TLS handshake of a TLS
+ * one (driven by conn.c), and the connect deadline's end. Once connected, an outbound connection is an hs_conn_t like any
  * other and conn.c's read and write paths serve it. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "hotsock.h"
+#include "tls.h"
 
 /* A connect under way. Allocated apart from the connection, because a name
  * lookup can outlive it: when the connection finishes first, c is NULL and
@@ -57,7 +58,6 @@ static void connect_cb(uv_connect_t *req, int status) {
     hs_conn_abort(c, c->reason_buf);
     return;
   }
-  srv->stats.connects++;
   c->flags &= ~HS_CONN_CONNECTING;
   c->last_read = c->last_write = uv_now(srv->loop);
   struct sockaddr_storage ss;
@@ -70,6 +70,18 @@ static void connect_cb(uv_connect_t *req, int status) {
               &c->peer_port);
   hs_log_conn(srv, c, HS_LOG_DEBUG, "connected to %s", c->peer);
   hs_conn_start_reading(c);
+  if (c->tls) {
+    /* Ready once the handshake is done (conn.c), within the connect's
+     * deadline. */
+    hs_conn_tls_connect(c);
+    return;
+  }
+  hs_outbound_ready(c);
+}
+
+void hs_outbound_ready(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  srv->stats.connects++;
   srv->ev->connected(c);
   if (c->flags & HS_CONN_FINISHED) return;
   if (hs_conn_buffered(c) || (c->flags & (HS_CONN_SHUTDOWN | HS_CONN_FLUSHING)))
@@ -107,7 +119,8 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
  * events.closed tells how it went. NULL with err on a failure known at once
  * (UV_* text), or "stopping" while the server stops. */
 hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port, uint64_t timeout,
-                               const hs_framer_t *f, char *err, size_t errlen) {
+                               const hs_framer_t *f, struct hs_tls_ctx *tls, const char *tls_name,
+                               char *err, size_t errlen) {
   if (srv->stopping) {
     snprintf(err, errlen, "stopping");
     return NULL;
@@ -123,6 +136,12 @@ hs_conn_t *hs_outbound_connect(hs_server_t *srv, const char *host, int port, uin
     return NULL;
   }
   c->flags |= HS_CONN_OUTBOUND | HS_CONN_CONNECTING;
+  if (tls && !(c->tls = hs_tls_new_client(tls, tls_name ? tls_name : host))) {
+    free(r);
+    snprintf(err, errlen, "not enough memory");
+    hs_conn_discard(c);
+    return NULL;
+  }
   srv->outbound_mem += sizeof *c; /* given back when it is freed */
   c->framer = *f;
   snprintf(c->peer, sizeof c->peer, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);

@@ -6,12 +6,14 @@
  * errors within the window bring the previous module back. Modules the
  * script required from its own folder are loaded again each time. */
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 
 #include "host.h"
+#include "tls.h"
 
 /* End the probation of the module in service: the previous one is let go. */
 static void probation_end(hs_server_t *srv) {
@@ -137,8 +139,28 @@ static int call_on_reload(hs_server_t *srv, int old_ref, char *err, size_t errle
   return st == LUA_OK ? 0 : -1;
 }
 
+/* The new module's default TLS settings (*out), with a default certificate
+ * checked by loading it. 0, or -1 with err. */
+static int new_tls_defaults(hs_server_t *srv, struct hs_tls_opts **out, char *err, size_t errlen) {
+  char why[1024];
+  if (hs_ltls_defaults(srv, out, err, errlen) != 0) return -1;
+  if (!*out || !(*out)->cert) return 0;
+  hs_tls_ctx_t *probe = hs_tls_ctx_new(*out, 0, why, sizeof why);
+  if (!probe) {
+    snprintf(err, errlen, "tls: %s", why);
+    hs_tls_opts_free(*out);
+    free(*out);
+    *out = NULL;
+    return -1;
+  }
+  hs_tls_ctx_unref(probe);
+  return 0;
+}
+
 /* Load the script again and swap modules only when everything succeeded:
- * the chunk ran, returned a valid module, and its on_reload(old) ran. */
+ * the TLS listeners' certificate and key files load, the chunk ran and
+ * returned a valid module (whose default TLS settings load), and its
+ * on_reload(old) ran. */
 int hs_script_reload(hs_server_t *srv, const char *trigger) {
   lua_State *L = srv->lua.L;
   if (strcmp(trigger, "rollback") == 0) {
@@ -154,14 +176,26 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   /* Keep the old module alive while the new one loads. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
   srv->lua.module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  struct hs_tls_opts *tls_default = NULL;
+  int r = hs_server_tls_prepare(srv, err, sizeof err);
   forget_local_modules(srv);
-  int r = hs_script_load(srv, err, sizeof err);
+  if (r == 0) r = hs_script_load(srv, err, sizeof err);
+  if (r == 0) r = new_tls_defaults(srv, &tls_default, err, sizeof err);
   if (r == 0) r = call_on_reload(srv, old_ref, err, sizeof err);
   if (r == 0 && srv->lua.coro_style != old_style) {
     snprintf(err, sizeof err, "a reload cannot switch between handle and event style");
     r = -1;
   }
   restore_local_modules(srv, r != 0);
+  /* New handshakes use the files as they are now; live ones keep theirs. */
+  hs_server_tls_commit(srv, r == 0);
+  if (r == 0) {
+    hs_ltls_set_defaults(srv, tls_default);
+    hs_ltls_flush(srv);
+  } else if (tls_default) {
+    hs_tls_opts_free(tls_default);
+    free(tls_default);
+  }
   double ms = (double)(uv_hrtime() - t0) / 1e6;
   if (r != 0) {
     if (srv->lua.module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.module_ref);

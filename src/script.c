@@ -494,4 +494,5 @@ int hs_script_open(hs_server_t *srv) {
 void hs_script_close(hs_server_t *srv) {
   if (srv->lua.L) lua_close(srv->lua.L);
   srv->lua.L = NULL;
+  hs_ltls_close(srv);
 }

@@ -196,6 +196,9 @@ static void on_connection(uv_stream_t *server, int status) {
       return;
     }
     c->flags |= HS_CONN_UNSEEN;
+    /* The handshake's deadline: first_byte, else frame, from the accept. */
+    uint64_t t = c->to.first_byte ? c->to.first_byte : c->to.frame;
+    c->tls_deadline = t ? c->opened_at + t : 0;
   }
   hs_log_conn(srv, c, HS_LOG_DEBUG, "connected from %s on %s", l->is_unix ? l->path : c->peer,
               l->name);
@@ -278,20 +281,43 @@ static int stale_unix_socket(const char *path) {
 
 static void listener_close_cb(uv_handle_t *h) { free(h->data); }
 
+int hs_server_tls_prepare(hs_server_t *srv, char *err, size_t errlen) {
+  char why[1024];
+  for (hs_listener_t *l = srv->listeners; l; l = l->next) {
+    if (!l->tls) continue;
+    hs_tls_ctx_unref(l->tls_next);
+    l->tls_next = hs_tls_ctx_new(hs_tls_ctx_opts(l->tls), 0, why, sizeof why);
+    if (!l->tls_next) {
+      snprintf(err, errlen, "listener %s: %s", l->name, why);
+      hs_server_tls_commit(srv, 0);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+void hs_server_tls_commit(hs_server_t *srv, int ok) {
+  for (hs_listener_t *l = srv->listeners; l; l = l->next) {
+    if (!l->tls_next) continue;
+    if (ok) {
+      hs_tls_ctx_unref(l->tls);
+      l->tls = l->tls_next;
+    } else {
+      hs_tls_ctx_unref(l->tls_next);
+    }
+    l->tls_next = NULL;
+  }
+}
+
 /* Bind and listen on addr; print "listening on ..." with the real port.
- * tls, when not NULL, makes it a TLS listener, which owns it from a 0
- * return on. Returns 0, or a negative libuv error (logged). */
+ * tls, when not NULL, makes it a TLS listener, which holds that reference
+ * from a 0 return on. Returns 0, or a negative libuv error (logged). */
 int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls) {
   char err[512];
   hs_listener_t *l = calloc(1, sizeof *l);
   if (!l) return UV_ENOMEM;
   l->srv = srv;
   int r;
-  if (tls && strncmp(addr, "unix:", 5) == 0) {
-    hs_log(srv, HS_LOG_ERROR, "TLS on a unix socket (\"%s\") is not supported yet", addr);
-    free(l);
-    return UV_EINVAL;
-  }
   if (strncmp(addr, "unix:", 5) == 0) {
     const char *path = addr + 5;
     if (!*path || strlen(path) >= sizeof l->path) {
@@ -466,7 +492,8 @@ void hs_server_free(hs_server_t *srv) {
   while (srv->closed_listeners) {
     hs_listener_t *l = srv->closed_listeners;
     srv->closed_listeners = l->next;
-    hs_tls_ctx_free(l->tls);
+    hs_tls_ctx_unref(l->tls);
+    hs_tls_ctx_unref(l->tls_next);
     free(l);
   }
   free(srv->rbuf);

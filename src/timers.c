@@ -6,13 +6,14 @@
 #include <string.h>
 
 #include "hotsock.h"
+#include "tls.h"
 
 /* What is due when, beyond the timeouts the script can see. */
 typedef enum deadline {
   DL_NONE = -1,
   DL_CONNECT = HS_TIMEOUT_ALARM + 1,
   DL_LINGER,
-  DL_HANDSHAKE, /* a TLS handshake (HS_CONN_UNSEEN) did not complete */
+  DL_HANDSHAKE, /* a TLS handshake did not complete */
 } deadline_t;
 
 static const char *const timeout_names[] = {"idle",  "read",       "write",
@@ -54,12 +55,11 @@ static uint64_t deadline_of(const hs_conn_t *c, int *which) {
     *which = w;
     return best;
   }
-  if (c->flags & HS_CONN_UNSEEN) {
-    /* Only the handshake's deadline: first_byte, else frame, from accept. */
-    uint64_t t = c->to.first_byte ? c->to.first_byte : c->to.frame;
-    CONSIDER(t, c->opened_at + t, DL_HANDSHAKE);
-    *which = w;
-    return best;
+  if (c->tls && !c->tls->done) {
+    /* Only the handshake's deadline: an outbound one's is its connect's. */
+    uint64_t at = (c->flags & HS_CONN_OUTBOUND) ? c->connect_deadline : c->tls_deadline;
+    *which = at ? DL_HANDSHAKE : DL_NONE;
+    return at;
   }
   CONSIDER(c->to.idle, act + c->to.idle, HS_TIMEOUT_IDLE);
   CONSIDER(c->to.read && reading, c->last_read + c->to.read, HS_TIMEOUT_READ);
@@ -118,6 +118,12 @@ static void timer_cb(uv_timer_t *t) {
   }
   if (which == DL_LINGER) {
     hs_conn_abort(c, c->reason); /* the peer kept sending, or never closed */
+    return;
+  }
+  if (which == DL_HANDSHAKE && (c->flags & HS_CONN_OUTBOUND)) {
+    srv->stats.connect_failed++;
+    hs_log_conn(srv, c, HS_LOG_INFO, "TLS handshake with %s timed out", c->peer);
+    hs_conn_abort(c, "connect timeout (TLS handshake)");
     return;
   }
   if (which == DL_HANDSHAKE) {
