@@ -13,7 +13,8 @@ shift || true
 build_pkgs=(gcc make libc6-dev cmake pkg-config liblua5.4-dev libuv1-dev libssl-dev)
 run_pkgs=(lua-socket) # `hotsock test` and `hotsock record` use LuaSocket
 test_pkgs=(lua5.4 lua-busted lua-socket socat netcat-openbsd clang libclang-rt-14-dev
-  redis-tools redis-server curl wrk strace mosquitto-clients libmemcached-tools memcached openssl)
+  redis-tools redis-server curl wrk strace mosquitto-clients libmemcached-tools memcached openssl
+  swaks libnet-ssleay-perl lua-sec)
 
 install_missing() {
   local missing=()
