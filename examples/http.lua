@@ -6,6 +6,9 @@
 --   curl --data-binary 'some bytes' http://127.0.0.1:8080/echo
 --   echo chunked | curl -H 'Transfer-Encoding: chunked' --data-binary @- http://127.0.0.1:8080/echo
 --   wrk -t1 -c50 -d5s http://127.0.0.1:8080/
+-- HTTPS (ALPN agrees on http/1.1, from the tls field below):
+--   hotsock -l tls://127.0.0.1:8443 --tls-cert cert.pem --tls-key key.pem examples/http.lua
+--   curl --cacert ca.pem https://localhost:8443/
 --
 -- Routes: GET|HEAD / (a greeting), POST /echo (the request body back, with
 -- the request's Content-Type), GET /stream (a chunked response).
@@ -140,6 +143,7 @@ end
 
 return {
   listen = "127.0.0.1:8080",
+  tls = { alpn = { "http/1.1" } },              -- for TLS listeners (-l tls://...)
   framing = HEAD,
   max_frame = MAX_FRAME,                        -- a request head, or a body piece
   timeouts = { idle = 60000, frame = 10000 },   -- idle keep-alive; slow heads
