@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "hotsock.h"
+#include "proxy.h"
 #include "tls.h"
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -118,7 +119,9 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   settle(c);
   size_t len = hs_buf_len(&c->in);
-  if (len == 0 || c->tls) { /* TLS: ciphertext goes to OpenSSL from there */
+  /* TLS: ciphertext goes to OpenSSL from there; a PROXY header being
+   * gathered is copied to c->in from there. */
+  if (len == 0 || c->tls || (c->flags & HS_CONN_PROXY_WAIT)) {
     /* The common case: nothing pending. Read into the loop's buffer and frame
      * from there; only an incomplete tail is copied to the connection. */
     buf->base = srv->rbuf;
@@ -413,6 +416,59 @@ static int tls_input(hs_conn_t *c, const char *p, size_t n) {
   return 0;
 }
 
+/* Bytes before the PROXY header is complete: gather them in c->in until
+ * the header is whole, then take the client's address from it and carry
+ * on with what follows (a TLS handshake, or frames for a new client). 0
+ * when there is plaintext input to dispatch; -1 when there is nothing to
+ * dispatch (or c closed). */
+static int proxy_input(hs_conn_t *c, const char *p, size_t n) {
+  hs_server_t *srv = c->srv;
+  hs_proxy_t h;
+  const char *why;
+  if (hs_buf_append(&c->in, p, n, &srv->pool) != 0) {
+    hs_conn_abort(c, "out of memory");
+    return -1;
+  }
+  long r = hs_proxy_parse(hs_buf_peek(&c->in), hs_buf_len(&c->in), &h, &why);
+  if (r == HS_PROXY_MORE) return -1;
+  if (r == HS_PROXY_BAD) {
+    srv->stats.proxy_failures++;
+    hs_log_conn(srv, c, HS_LOG_INFO, "PROXY header from %s refused: %s; closing", c->peer, why);
+    hs_conn_abort(c, "bad PROXY header");
+    return -1;
+  }
+  if (!(c->proxy_hdr = malloc((size_t)r))) {
+    hs_conn_abort(c, "out of memory");
+    return -1;
+  }
+  memcpy(c->proxy_hdr, hs_buf_peek(&c->in), (size_t)r);
+  c->proxy_len = (size_t)r;
+  snprintf(c->proxy_peer, sizeof c->proxy_peer, "%s", c->peer);
+  if (!h.local) {
+    snprintf(c->peer, sizeof c->peer, h.family == 6 ? "[%s]:%d" : "%s:%d", h.src_ip, h.src_port);
+    snprintf(c->peer_ip, sizeof c->peer_ip, "%s", h.src_ip);
+    c->peer_port = h.src_port;
+  }
+  hs_log_conn(srv, c, HS_LOG_DEBUG, "PROXY v%d: %s via %s", h.version, c->peer, c->proxy_peer);
+  hs_buf_consume(&c->in, (size_t)r, &srv->pool);
+  c->flags &= ~HS_CONN_PROXY_WAIT;
+  if (c->tls) {
+    /* What follows the header is the client's TLS handshake. */
+    size_t rest = hs_buf_len(&c->in);
+    if (rest && hs_tls_feed(c->tls, hs_buf_peek(&c->in), rest) != 0) {
+      hs_conn_abort(c, "out of memory");
+      return -1;
+    }
+    hs_buf_consume(&c->in, rest, &srv->pool);
+    return tls_input(c, NULL, 0);
+  }
+  c->flags &= ~HS_CONN_UNSEEN;
+  srv->ev->opened(c);
+  if (!hs_conn_is_open(c)) return -1;
+  hs_timers_update(c);
+  return 0;
+}
+
 /* Start the client side of a handshake: the ClientHello goes out. */
 int hs_conn_tls_connect(hs_conn_t *c) {
   char err[256];
@@ -486,7 +542,15 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hs_server_t *srv = c->srv;
   if (nread == 0) return;
   if (nread < 0) {
-    if (nread == UV_EOF && c->tls && !c->tls->done) {
+    if (nread == UV_EOF && (c->flags & HS_CONN_PROXY_WAIT)) {
+      c->flags |= HS_CONN_EOF;
+      stop_reading(c);
+      if (c->bytes_in) {
+        srv->stats.proxy_failures++;
+        hs_log_conn(srv, c, HS_LOG_INFO, "PROXY header from %s cut short; closing", c->peer);
+      }
+      hs_conn_close(c, "eof");
+    } else if (nread == UV_EOF && c->tls && !c->tls->done) {
       /* The peer left during the handshake; a probe that sent nothing is
        * not a failed handshake. */
       c->flags |= HS_CONN_EOF;
@@ -510,7 +574,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   srv->stats.bytes_in += (uint64_t)nread;
   c->bytes_in += (uint64_t)nread;
   c->last_read = uv_now(srv->loop);
-  if (c->tls) {
+  if (c->flags & HS_CONN_PROXY_WAIT) {
+    if (proxy_input(c, buf->base, (size_t)nread) != 0) return;
+  } else if (c->tls) {
     if (tls_input(c, buf->base, (size_t)nread) != 0) return;
   } else if (buf->base == srv->rbuf) {
     c->borrowed = buf->base;
@@ -784,6 +850,7 @@ static void maybe_free(hs_conn_t *c) {
   hs_buf_release(&c->out, &srv->pool);
   hs_buf_release(&c->inflight, &srv->pool);
   if (c->tls) hs_tls_free(c->tls, &srv->pool);
+  free(c->proxy_hdr);
   free(c);
   if (srv->stopping && TAILQ_EMPTY(&srv->conns)) hs_server_stop(srv);
 }

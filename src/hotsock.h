@@ -79,6 +79,7 @@ typedef struct hs_stats {
   uint64_t reload_ok, reload_failed, generation;
   uint64_t connects, connect_failed; /* hs.connect outcomes */
   uint64_t tls_handshakes, tls_handshake_failures, tls_resumed; /* inbound (listeners, STARTTLS) */
+  uint64_t proxy_failures; /* a PROXY header missing, malformed or too slow */
 } hs_stats_t;
 
 /* ------------------------------------------------------------------------
@@ -147,6 +148,7 @@ typedef struct hs_listener {
   } h; /* first, so the handle pointer is the listener */
   hs_server_t *srv;
   int is_unix;
+  int proxy; /* connections begin with a PROXY protocol header (v1 or v2) */
   char name[128];         /* the address as printed: "127.0.0.1:43121" */
   char path[108];         /* unix socket path to unlink at exit */
   struct hs_tls_ctx *tls;      /* a TLS listener's context (a reference), or NULL */
@@ -187,7 +189,9 @@ enum {
   HS_CONN_WANT = 1 << 18,        /* pull mode: a read waits for a frame */
   HS_CONN_QUEUED = 1 << 19,      /* on the closed queue: not freed before delivery */
   HS_CONN_BROKEN = 1 << 20,      /* a frame error ended the input (it is being closed) */
-  HS_CONN_UNSEEN = 1 << 21       /* TLS handshake under way: the host has not heard of it */
+  HS_CONN_UNSEEN = 1 << 21,      /* TLS handshake or PROXY header under way: the host has
+                                    not heard of it */
+  HS_CONN_PROXY_WAIT = 1 << 22   /* its PROXY protocol header has not arrived yet */
 };
 
 LIST_HEAD(hs_conn_children, hs_conn);
@@ -259,6 +263,9 @@ struct hs_conn {
   char peer_ip[48];
   int peer_port;
   char local[64];
+  char *proxy_hdr;     /* the PROXY header it began with (malloc'd), or NULL */
+  size_t proxy_len;
+  char proxy_peer[64]; /* with one: the balancer's address, the socket's own peer */
   uint64_t bytes_in, bytes_out;
   struct hs_connect_req *creq; /* outbound: the connect under way, or NULL */
   hs_conn_t *pipe_to;          /* bytes read here are sent there, in C */

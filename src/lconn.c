@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "proxy.h"
 
 #define CONN_MT "hotsock.conn"
 
@@ -21,7 +22,8 @@ typedef struct hs_lbox {
 /* Keep in the order of the F_* indexes below. */
 static const char *const readonly[] = {"id",         "peer",      "peer_ip", "peer_port",
                                        "local_addr", "listener",  "closed",  "outbound",
-                                       "bytes_in",   "bytes_out", "tls",     NULL};
+                                       "bytes_in",   "bytes_out", "tls",     "proxy",
+                                       NULL};
 
 /* Make a box for a connection still to come, kept in the registry: its
  * ref. MAY_LJMP (memory), so callers make it before the connection. */
@@ -400,8 +402,57 @@ enum {
   F_OUTBOUND,
   F_BYTES_IN,
   F_BYTES_OUT,
-  F_TLS
+  F_TLS,
+  F_PROXY
 };
+
+static void set_span(lua_State *L, const char *k, hs_proxy_span_t v) {
+  if (!v.n) return;
+  lua_pushlstring(L, v.p, v.n);
+  lua_setfield(L, -2, k);
+}
+
+/* conn.proxy: nil unless the connection began with a PROXY header, else a
+ * new table of what it said (the header is kept and read again here). */
+static void push_proxy(lua_State *L, const hs_conn_t *c) {
+  hs_proxy_t h;
+  const char *why;
+  if (!c->proxy_hdr || hs_proxy_parse(c->proxy_hdr, c->proxy_len, &h, &why) <= 0) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_createtable(L, 0, 10);
+  lua_pushinteger(L, h.version);
+  lua_setfield(L, -2, "version");
+  lua_pushboolean(L, h.local);
+  lua_setfield(L, -2, "local");
+  lua_pushstring(L, c->proxy_peer);
+  lua_setfield(L, -2, "peer");
+  if (!h.local) {
+    lua_pushfstring(L, h.family == 6 ? "[%s]:%d" : "%s:%d", h.dst_ip, h.dst_port);
+    lua_setfield(L, -2, "dst");
+    lua_pushstring(L, h.dst_ip);
+    lua_setfield(L, -2, "dst_ip");
+    lua_pushinteger(L, h.dst_port);
+    lua_setfield(L, -2, "dst_port");
+  }
+  set_span(L, "alpn", h.alpn);
+  set_span(L, "authority", h.authority);
+  set_span(L, "unique_id", h.unique_id);
+  if (h.has_ssl) {
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, (lua_Integer)h.ssl_client);
+    lua_setfield(L, -2, "client");
+    lua_pushboolean(L, h.ssl_verify == 0);
+    lua_setfield(L, -2, "verified");
+    set_span(L, "version", h.ssl_version);
+    set_span(L, "cn", h.ssl_cn);
+    set_span(L, "cipher", h.ssl_cipher);
+    set_span(L, "sig_alg", h.ssl_sig_alg);
+    set_span(L, "key_alg", h.ssl_key_alg);
+    lua_setfield(L, -2, "ssl");
+  }
+}
 
 static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   hs_conn_t *c = b->c;
@@ -429,6 +480,7 @@ static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   case F_BYTES_IN: lua_pushinteger(L, (lua_Integer)c->bytes_in); break;
   case F_BYTES_OUT: lua_pushinteger(L, (lua_Integer)c->bytes_out); break;
   case F_TLS: hs_ltls_push_info(L, c); break;
+  case F_PROXY: push_proxy(L, c); break;
   default: lua_pushnil(L); break;
   }
   return 1;

@@ -339,7 +339,7 @@ typedef struct stat_field {
   const char *k;
   uint64_t v;
 } stat_field_t;
-#define NSTATS 22
+#define NSTATS 23
 
 static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
   const hs_stats_t *s = &srv->stats;
@@ -363,6 +363,7 @@ static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
                               {"tls_handshakes", s->tls_handshakes},
                               {"tls_handshake_failures", s->tls_handshake_failures},
                               {"tls_resumed", s->tls_resumed},
+                              {"proxy_failures", s->proxy_failures},
                               {"lua_memory", srv->lua.lua_mem},
                               {"lua_memory_limit", srv->limits.max_lua_memory}};
   memcpy(f, all, sizeof all);

@@ -33,6 +33,8 @@ static void usage(FILE *f) {
           "                          --tls-cert and --tls-key).\n"
           "      --tls-cert FILE     certificate chain (PEM) of the tls:// listeners\n"
           "      --tls-key FILE      private key (PEM) of the tls:// listeners\n"
+          "      --proxy-protocol    every -l listener expects a PROXY protocol header\n"
+          "                          (v1 or v2) from a balancer before the client's bytes\n"
           "      --check             load and validate the script, then exit\n"
           "      --no-watch          do not reload when the script changes (SIGHUP does)\n"
           "      --log-level LEVEL   debug, info (default), warn or error\n"
@@ -69,7 +71,8 @@ enum {
   OPT_LUA_MEM,
   OPT_TIMEOUT,
   OPT_TLS_CERT,
-  OPT_TLS_KEY
+  OPT_TLS_KEY,
+  OPT_PROXY
 };
 
 static int parse_size(const char *opt, const char *s, size_t *out) {
@@ -143,6 +146,7 @@ int main(int argc, char **argv) {
                                        {"timeout", required_argument, NULL, OPT_TIMEOUT},
                                        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
                                        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+                                       {"proxy-protocol", no_argument, NULL, OPT_PROXY},
                                        {"version", no_argument, NULL, 'V'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -152,7 +156,7 @@ int main(int argc, char **argv) {
   srv.lua.load_budget = 500;
   srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
-  int nlisten = 0, watch = 1, ch;
+  int nlisten = 0, watch = 1, proxy = 0, ch;
   size_t v;
   if (!listen) return 1;
   /* "+": options end at the script; what follows belongs to it. */
@@ -200,6 +204,7 @@ int main(int argc, char **argv) {
       break;
     case OPT_TLS_CERT: srv.lua.cli_tls_cert = optarg; break;
     case OPT_TLS_KEY: srv.lua.cli_tls_key = optarg; break;
+    case OPT_PROXY: proxy = 1; break;
     case 'V':
       printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string());
       return 0;
@@ -280,6 +285,7 @@ int main(int argc, char **argv) {
         a += 6;
       }
       specs[i].addr = strdup(a);
+      specs[i].proxy = proxy;
     }
   } else {
     nspecs = hs_module_listen_addrs(&srv, &specs, err, sizeof err);
@@ -327,7 +333,10 @@ int main(int argc, char **argv) {
   int rc = 0;
   for (int i = 0; i < nspecs && !rc; i++) {
     rc = hs_server_listen(&srv, specs[i].addr, ctxs[i]);
-    if (rc == 0) ctxs[i] = NULL; /* the listener's now */
+    if (rc == 0) {
+      ctxs[i] = NULL;                      /* the listener's now */
+      srv.listeners->proxy = specs[i].proxy; /* the new listener is the first */
+    }
   }
   for (int i = 0; i < nspecs; i++) hs_tls_ctx_unref(ctxs[i]);
   free(ctxs);

@@ -421,6 +421,13 @@ static int read_listen_entry(hs_server_t *srv, lua_State *L, int i, hs_listen_sp
       return -1;
     }
     sp->addr = strdup(lua_tostring(L, -1));
+    int pt = hs_rawfield(L, top, "proxy_protocol");
+    if (pt != LUA_TNIL && pt != LUA_TBOOLEAN) {
+      snprintf(err, errlen, "listen[%d].proxy_protocol must be true or false", i);
+      lua_settop(L, top);
+      return -1;
+    }
+    sp->proxy = lua_toboolean(L, -1);
     int tt = hs_rawfield(L, top, "tls");
     if (tt == LUA_TTABLE || (tt == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
       if (!(sp->tls = calloc(1, sizeof *sp->tls)) ||

@@ -196,7 +196,11 @@ static void on_connection(uv_stream_t *server, int status) {
       return;
     }
     c->flags |= HS_CONN_UNSEEN;
-    /* The handshake's deadline: first_byte, else frame, from the accept. */
+  }
+  if (l->proxy) c->flags |= HS_CONN_UNSEEN | HS_CONN_PROXY_WAIT;
+  if (c->flags & HS_CONN_UNSEEN) {
+    /* The PROXY header and the TLS handshake must be done by first_byte,
+     * else frame, from the accept. */
     uint64_t t = c->to.first_byte ? c->to.first_byte : c->to.frame;
     c->tls_deadline = t ? c->opened_at + t : 0;
   }

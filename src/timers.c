@@ -13,7 +13,7 @@ typedef enum deadline {
   DL_NONE = -1,
   DL_CONNECT = HS_TIMEOUT_ALARM + 1,
   DL_LINGER,
-  DL_HANDSHAKE, /* a TLS handshake did not complete */
+  DL_HANDSHAKE, /* a TLS handshake or a PROXY header did not complete */
 } deadline_t;
 
 static const char *const timeout_names[] = {"idle",  "read",       "write",
@@ -55,7 +55,7 @@ static uint64_t deadline_of(const hs_conn_t *c, int *which) {
     *which = w;
     return best;
   }
-  if (c->tls && !c->tls->done) {
+  if ((c->flags & HS_CONN_PROXY_WAIT) || (c->tls && !c->tls->done)) {
     /* Only the handshake's deadline: an outbound one's is its connect's. */
     uint64_t at = (c->flags & HS_CONN_OUTBOUND) ? c->connect_deadline : c->tls_deadline;
     *which = at ? DL_HANDSHAKE : DL_NONE;
@@ -124,6 +124,13 @@ static void timer_cb(uv_timer_t *t) {
     srv->stats.connect_failed++;
     hs_log_conn(srv, c, HS_LOG_INFO, "TLS handshake with %s timed out", c->peer);
     hs_conn_abort(c, "connect timeout (TLS handshake)");
+    return;
+  }
+  if (which == DL_HANDSHAKE && (c->flags & HS_CONN_PROXY_WAIT)) {
+    srv->stats.timeouts++;
+    srv->stats.proxy_failures++;
+    hs_log_conn(srv, c, HS_LOG_INFO, "PROXY header from %s timed out; closing", c->peer);
+    hs_conn_abort(c, "PROXY header timeout");
     return;
   }
   if (which == DL_HANDSHAKE) {
