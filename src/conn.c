@@ -346,6 +346,12 @@ static const char *error_reason(hs_conn_t *c, int err) {
  * failed connect, and why is its reason. */
 static void tls_failed(hs_conn_t *c, const char *why) {
   hs_server_t *srv = c->srv;
+  if ((c->flags & HS_CONN_OUTBOUND) && c->tls->upgraded) {
+    snprintf(c->reason_buf, sizeof c->reason_buf, "%s", why);
+    hs_log_conn(srv, c, HS_LOG_INFO, "STARTTLS with %s failed: %s", c->peer, why);
+    hs_conn_close(c, c->reason_buf);
+    return;
+  }
   if (c->flags & HS_CONN_OUTBOUND) {
     srv->stats.connect_failed++;
     snprintf(c->reason_buf, sizeof c->reason_buf, "%s", why);
@@ -369,7 +375,8 @@ static int tls_done(hs_conn_t *c) {
   hs_log_conn(srv, c, HS_LOG_DEBUG, "TLS handshake done (%s, %s%s)", info.version, info.cipher,
               info.resumed ? ", resumed" : "");
   if (c->flags & HS_CONN_OUTBOUND) {
-    hs_outbound_ready(c);
+    if (!c->tls->upgraded) hs_outbound_ready(c); /* else it was connected in plaintext */
+    hs_timers_update(c);
     return hs_conn_is_open(c) ? 0 : -1;
   }
   srv->stats.tls_handshakes++;
@@ -522,13 +529,15 @@ int hs_conn_starttls(hs_conn_t *c, struct hs_tls_ctx *ctx, const char *name, siz
   consume(c, *discarded);
   c->skip = 0;
   c->tls = t;
+  t->upgraded = !(c->flags & (HS_CONN_CONNECTING | HS_CONN_UNSEEN));
   uint64_t to = c->to.first_byte ? c->to.first_byte : c->to.frame;
   c->tls_deadline = to ? uv_now(srv->loop) + to : 0;
   if (*discarded)
     hs_log_conn(srv, c, HS_LOG_INFO,
                 "STARTTLS: %zu byte(s) sent in plaintext after it were discarded", *discarded);
   if (client) {
-    c->connect_deadline = c->tls_deadline;
+    if (c->flags & HS_CONN_CONNECTING) return 0; /* connect_cb starts the handshake */
+    c->connect_deadline = c->tls_deadline;     /* the handshake's, for timers.c */
     hs_conn_tls_connect(c); /* a failure closes c, and the script hears of it so */
     return 0;
   }

@@ -65,6 +65,7 @@ typedef struct hs_tls {
   int done;            /* the handshake completed */
   int fatal;           /* a fatal TLS error: no more SSL calls but freeing */
   int notify_sent;     /* close_notify is queued */
+  int upgraded;        /* STARTTLS on a connection the host already saw */
   char *peer_subject, *peer_issuer, *peer_serial; /* the peer's certificate */
   char peer_sha256[65];                           /* hex; "" without one */
 } hs_tls_t;
