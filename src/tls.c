@@ -21,6 +21,7 @@
 struct hs_tls_ctx {
   int refs;
   int client;
+  unsigned char sid[32]; /* session id context: what a session is valid for */
   SSL_CTX *ctx;       /* the default certificate (a server's), or a client's */
   SSL_CTX **sni;      /* a server's other certificates, one context each */
   int nsni;
@@ -270,8 +271,7 @@ static SSL_CTX *make_ctx(hs_tls_ctx_t *t, const char *cert, const char *key, cha
     return c;
   }
   SSL_CTX_set_options(c, SSL_OP_CIPHER_SERVER_PREFERENCE | (o->no_tickets ? SSL_OP_NO_TICKET : 0));
-  static const unsigned char sid[] = "hotsock";
-  SSL_CTX_set_session_id_context(c, sid, sizeof sid - 1);
+  SSL_CTX_set_session_id_context(c, t->sid, sizeof t->sid);
   SSL_CTX_set_timeout(c, HS_TLS_TICKET_ROTATE); /* a ticket outlives no key */
   if (!o->no_tickets) SSL_CTX_set_tlsext_ticket_key_evp_cb(c, ticket_cb);
   if (o->alpn_len) SSL_CTX_set_alpn_select_cb(c, alpn_cb, t);
@@ -304,6 +304,41 @@ fail_err:
   return NULL;
 }
 
+/* The session id context of a server: a session (ticket or cached) made
+ * under one set of client-certificate rules must not resume under another,
+ * or a client could skip verify_client by resuming a session from a
+ * listener that asked for no certificate, or trusted another CA. It is a
+ * SHA-256 of the rules and of the CA file's contents (so replacing the CA
+ * file on a reload ends the sessions it allowed). 0, or -1 with err. */
+static int make_sid(hs_tls_ctx_t *t, char *err, size_t errlen) {
+  const hs_tls_opts_t *o = &t->opts;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned len = 0;
+  char rule[32];
+  int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  snprintf(rule, sizeof rule, "hotsock verify %d", o->verify_client);
+  ok = ok && EVP_DigestUpdate(md, rule, strlen(rule)) == 1;
+  if (ok && o->verify_client && o->ca) {
+    FILE *f = fopen(o->ca, "rb");
+    char buf[4096];
+    size_t n;
+    if (!f) {
+      snprintf(err, errlen, "TLS CA file %s: %s", o->ca, strerror(errno));
+      EVP_MD_CTX_free(md);
+      return -1;
+    }
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = EVP_DigestUpdate(md, buf, n) == 1;
+    fclose(f);
+  }
+  ok = ok && EVP_DigestFinal_ex(md, t->sid, &len) == 1 && len == sizeof t->sid;
+  EVP_MD_CTX_free(md);
+  if (!ok) {
+    ssl_error_text("TLS session id context", err, errlen);
+    return -1;
+  }
+  return 0;
+}
+
 static void ctx_free(hs_tls_ctx_t *t) {
   SSL_CTX_free(t->ctx);
   for (int i = 0; i < t->nsni; i++) SSL_CTX_free(t->sni[i]);
@@ -329,7 +364,8 @@ hs_tls_ctx_t *hs_tls_ctx_new(const hs_tls_opts_t *o, int client, char *err, size
   }
   t->refs = 1;
   t->client = client;
-  if (!(t->ctx = make_ctx(t, o->cert, o->key, err, errlen))) {
+  if ((!client && make_sid(t, err, errlen) != 0) ||
+      !(t->ctx = make_ctx(t, o->cert, o->key, err, errlen))) {
     ctx_free(t);
     return NULL;
   }
