@@ -450,8 +450,10 @@ static int proxy_input(hs_conn_t *c, const char *p, size_t n) {
   }
   memcpy(c->proxy_hdr, hs_buf_peek(&c->in), (size_t)r);
   c->proxy_len = (size_t)r;
-  snprintf(c->proxy_peer, sizeof c->proxy_peer, "%s", c->peer);
+  snprintf(c->proxy_peer, sizeof c->proxy_peer, "%s",
+           (c->flags & HS_CONN_UNIX) ? c->listener->path : c->peer);
   if (!h.local) {
+    c->flags |= HS_CONN_PROXIED;
     snprintf(c->peer, sizeof c->peer, h.family == 6 ? "[%s]:%d" : "%s:%d", h.src_ip, h.src_port);
     snprintf(c->peer_ip, sizeof c->peer_ip, "%s", h.src_ip);
     c->peer_port = h.src_port;
@@ -564,7 +566,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
        * not a failed handshake. */
       c->flags |= HS_CONN_EOF;
       stop_reading(c);
-      if (c->bytes_in || !(c->flags & HS_CONN_UNSEEN))
+      if (c->bytes_in > c->proxy_len || !(c->flags & HS_CONN_UNSEEN))
         tls_failed(c, "the peer closed the connection");
       else
         hs_conn_close(c, "eof");

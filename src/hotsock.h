@@ -191,7 +191,8 @@ enum {
   HS_CONN_BROKEN = 1 << 20,      /* a frame error ended the input (it is being closed) */
   HS_CONN_UNSEEN = 1 << 21,      /* TLS handshake or PROXY header under way: the host has
                                     not heard of it */
-  HS_CONN_PROXY_WAIT = 1 << 22   /* its PROXY protocol header has not arrived yet */
+  HS_CONN_PROXY_WAIT = 1 << 22,  /* its PROXY protocol header has not arrived yet */
+  HS_CONN_PROXIED = 1 << 23      /* peer, peer_ip, peer_port come from a PROXY header */
 };
 
 LIST_HEAD(hs_conn_children, hs_conn);
@@ -265,7 +266,7 @@ struct hs_conn {
   char local[64];
   char *proxy_hdr;     /* the PROXY header it began with (malloc'd), or NULL */
   size_t proxy_len;
-  char proxy_peer[64]; /* with one: the balancer's address, the socket's own peer */
+  char proxy_peer[128]; /* with one: the balancer's address, the socket's own peer */
   uint64_t bytes_in, bytes_out;
   struct hs_connect_req *creq; /* outbound: the connect under way, or NULL */
   hs_conn_t *pipe_to;          /* bytes read here are sent there, in C */

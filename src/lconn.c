@@ -443,7 +443,9 @@ static void push_proxy(lua_State *L, const hs_conn_t *c) {
     lua_createtable(L, 0, 7);
     lua_pushinteger(L, (lua_Integer)h.ssl_client);
     lua_setfield(L, -2, "client");
-    lua_pushboolean(L, h.ssl_verify == 0);
+    /* verify is 0 also when no certificate was given: verified only with
+     * one (on this connection or in its session) */
+    lua_pushboolean(L, h.ssl_verify == 0 && (h.ssl_client & (2 | 4)) != 0);
     lua_setfield(L, -2, "verified");
     set_span(L, "version", h.ssl_version);
     set_span(L, "cn", h.ssl_cn);
@@ -459,7 +461,8 @@ static int push_field(lua_State *L, hs_lbox_t *b, int field) {
   if (field == F_ID) return lua_pushinteger(L, (lua_Integer)b->id), 1;
   if (field == F_CLOSED) return lua_pushboolean(L, !c || !hs_conn_is_open(c)), 1;
   if (!c) return lua_pushnil(L), 1; /* the connection is gone */
-  int un = (c->flags & HS_CONN_UNIX) != 0;
+  /* A unix client's peer is the socket's path, unless a PROXY header named one. */
+  int un = (c->flags & (HS_CONN_UNIX | HS_CONN_PROXIED)) == HS_CONN_UNIX;
   switch (field) {
   case F_PEER: lua_pushstring(L, un ? c->listener->path : c->peer); break;
   case F_PEER_IP: lua_pushstring(L, un ? "unix" : c->peer_ip); break;

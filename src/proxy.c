@@ -191,7 +191,17 @@ static long parse_v2(const char *p, size_t n, hs_proxy_t *out, const char **why)
   case 1: alen = 12; break;  /* AF_INET */
   case 2: alen = 36; break;  /* AF_INET6 */
   case 3: alen = 216; break; /* AF_UNIX */
-  default: *why = "PROXY v2 address family is unknown"; return HS_PROXY_BAD;
+  default: alen = (size_t)-1; break;
+  }
+  out->version = 2;
+  if (cmd == 0 && (alen == (size_t)-1 || (fam & 0xf) > 2 || alen > len)) {
+    /* LOCAL: the family is to be ignored, and so is the whole block. */
+    out->local = 1;
+    return (long)(HS_PROXY_V2_MIN + len);
+  }
+  if (alen == (size_t)-1) {
+    *why = "PROXY v2 address family is unknown";
+    return HS_PROXY_BAD;
   }
   if ((fam & 0xf) > 2) {
     *why = "PROXY v2 transport is unknown";
@@ -201,7 +211,6 @@ static long parse_v2(const char *p, size_t n, hs_proxy_t *out, const char **why)
     *why = "PROXY v2 addresses run past the header";
     return HS_PROXY_BAD;
   }
-  out->version = 2;
   const unsigned char *a = q + HS_PROXY_V2_MIN;
   /* Addresses count only for PROXY over TCP (STREAM) on IPv4 or IPv6;
    * LOCAL (a health check from the balancer itself), UNSPEC, unix and
