@@ -552,7 +552,8 @@ int hs_tls_handshake(hs_tls_t *t, char *err, size_t errlen) {
     return HS_TLS_DONE;
   }
   r = check(t, r, "TLS handshake", err, errlen);
-  if (r == HS_TLS_CLOSED) {
+  if (r == HS_TLS_CLOSED) { /* close_notify before the handshake ended */
+    t->fatal = 1;
     snprintf(err, errlen, "TLS handshake: the peer closed it");
     r = HS_TLS_ERROR;
   }

@@ -12,8 +12,10 @@
 extern const hs_test_t hs_buf_tests[];
 extern const hs_test_t hs_frame_tests[];
 extern const hs_test_t hs_conn_tests[];
+extern const hs_test_t hs_tls_tests[];
 
-static const hs_test_t *const lists[] = {hs_buf_tests, hs_frame_tests, hs_conn_tests};
+static const hs_test_t *const lists[] = {hs_buf_tests, hs_frame_tests, hs_conn_tests,
+                                         hs_tls_tests};
 
 /* Where a failing assertion jumps to; set around each test. */
 static jmp_buf fail_jmp;
