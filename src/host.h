@@ -62,6 +62,11 @@ void hs_script_cache_on_message(hs_server_t *srv); /* after the module changed *
 
 /* reload.c: reload, probation and rollback */
 int hs_script_reload(hs_server_t *srv, const char *trigger);
+/* The two halves of a reload, for --workers: prepare loads the new version
+ * beside the old one, which keeps serving (0, or -1 with err and nothing
+ * changed but reload_failed); finish puts it in service or drops it. */
+int hs_reload_prepare(hs_server_t *srv, const char *trigger, char *err, size_t errlen);
+void hs_reload_finish(hs_server_t *srv, int commit);
 void hs_script_request_reload(hs_server_t *srv, const char *trigger);
 void hs_reload_probation_error(hs_server_t *srv); /* a handler error */
 /* Host memory a script asks for (outbound connections): whether n more

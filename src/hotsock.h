@@ -149,6 +149,7 @@ typedef struct hs_listener {
   hs_server_t *srv;
   int is_unix;
   int proxy; /* connections begin with a PROXY protocol header (v1 or v2) */
+  int no_unlink; /* a worker's: the supervisor unlinks a unix socket's path */
   char name[128];         /* the address as printed: "127.0.0.1:43121" */
   char path[108];         /* unix socket path to unlink at exit */
   struct hs_tls_ctx *tls;      /* a TLS listener's context (a reference), or NULL */
@@ -302,6 +303,7 @@ typedef struct hs_script {
   const char *cli_tls_key;
   struct hs_tls_opts *tls_default; /* the module's tls field and --tls-*; NULL: none */
   struct hs_tls_cache *tls_cache;  /* contexts for STARTTLS and hs.connect (ltls.c) */
+  struct hs_reload_pending *reload_pending; /* a prepared reload awaiting its verdict */
   uint64_t load_budget;          /* ms a script load may take */
   const char *reload_trigger;    /* a reload asked for, done before the loop sleeps */
   int rollback_pending;          /* a rollback asked for, done before reload_trigger */
@@ -365,6 +367,17 @@ int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls)
  * and nothing changed); commit puts them in place (ok) or drops them. Live
  * connections keep the context they were made with. */
 int hs_server_tls_prepare(hs_server_t *srv, char *err, size_t errlen);
+/* --workers: the supervisor binds n listening sockets for addr, one per
+ * worker; TCP ones share the port with SO_REUSEPORT, so the kernel spreads
+ * connections over the workers' accept queues; a unix one is a single
+ * socket all share (fds holds it n times). name gets the address as it is
+ * printed. 0, or -1 with err. */
+int hs_server_bind_shared(const char *addr, int n, int backlog, int *fds, char *name,
+                          size_t namelen, int *is_unix, char *err, size_t errlen);
+/* A worker serves a socket made by hs_server_bind_shared. 0 or a libuv
+ * error (logged); the listener holds tls's reference from a 0 return on. */
+int hs_server_listen_fd(hs_server_t *srv, int fd, int is_unix, const char *name,
+                        struct hs_tls_ctx *tls);
 void hs_server_tls_commit(hs_server_t *srv, int ok);
 void hs_server_begin_stop(hs_server_t *srv, const char *why);
 void hs_server_abort(hs_server_t *srv);

@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static int worker_id; /* with --workers: this worker's number, on every line */
+
+void hs_log_set_worker(int id) { worker_id = id; }
 
 int hs_log_parse_level(const char *s) {
   for (int i = 0; i < 4; i++)
@@ -30,6 +33,7 @@ void hs_log_write(int level, uint64_t conn_id, const char *msg, size_t len) {
   int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s ", tm.tm_year + 1900,
                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                    (int)(tv.tv_usec / 1000), hs_log_level_name(level));
+  if (worker_id) n += snprintf(line + n, sizeof line - (size_t)n, "worker %d: ", worker_id);
   if (conn_id)
     n += snprintf(line + n, sizeof line - (size_t)n, "conn %llu: ", (unsigned long long)conn_id);
   /* Escape newlines and tabs so one entry is one line; cut very long entries. */

@@ -27,6 +27,9 @@ void hs_log_write(int level, uint64_t conn_id, const char *msg, size_t len);
 #define HS_PRINTF(a, b)
 #endif
 
+/* With --workers, a worker's lines say which it is: "... info worker 2: ...". */
+void hs_log_set_worker(int id);
+
 /* Format and write, when level >= min_level. */
 void hs_logf(int min_level, int level, uint64_t conn_id, const char *fmt, ...) HS_PRINTF(4, 5);
 

@@ -161,14 +161,31 @@ static int new_tls_defaults(hs_server_t *srv, struct hs_tls_opts **out, char *er
  * the TLS listeners' certificate and key files load, the chunk ran and
  * returned a valid module (whose default TLS settings load), and its
  * on_reload(old) ran. */
-int hs_script_reload(hs_server_t *srv, const char *trigger) {
+/* A reload prepared and waiting for its verdict (with --workers, every
+ * worker prepares, and the supervisor commits only when all succeeded).
+ * The old module keeps serving meanwhile. */
+typedef struct hs_reload_pending {
+  int new_ref;        /* the new module */
+  hs_limits_t new_limits;
+  hs_framer_t new_framer;
+  int saved_ref;      /* local modules' package.loaded entries before the load */
+  struct hs_tls_opts *tls_default;
+  char trigger[64];
+  uint64_t t0;
+} hs_reload_pending_t;
+
+static hs_reload_pending_t *pending_of(hs_server_t *srv) { return srv->lua.reload_pending; }
+
+int hs_reload_prepare(hs_server_t *srv, const char *trigger, char *err, size_t errlen) {
   lua_State *L = srv->lua.L;
-  if (strcmp(trigger, "rollback") == 0) {
-    rollback(srv);
-    return 0;
+  if (pending_of(srv)) hs_reload_finish(srv, 0); /* an unanswered one goes */
+  hs_reload_pending_t *p = calloc(1, sizeof *p);
+  if (!p) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
   }
-  char err[2048];
-  uint64_t t0 = uv_hrtime();
+  p->t0 = uv_hrtime();
+  snprintf(p->trigger, sizeof p->trigger, "%s", trigger);
   int old_ref = srv->lua.module_ref;
   hs_limits_t old_limits = srv->limits;
   hs_framer_t old_framer = srv->framer;
@@ -176,39 +193,63 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   /* Keep the old module alive while the new one loads. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
   srv->lua.module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  struct hs_tls_opts *tls_default = NULL;
-  int r = hs_server_tls_prepare(srv, err, sizeof err);
+  int r = hs_server_tls_prepare(srv, err, errlen);
   forget_local_modules(srv);
-  if (r == 0) r = hs_script_load(srv, err, sizeof err);
-  if (r == 0) r = new_tls_defaults(srv, &tls_default, err, sizeof err);
-  if (r == 0) r = call_on_reload(srv, old_ref, err, sizeof err);
+  p->saved_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the side table */
+  if (r == 0) r = hs_script_load(srv, err, errlen);
+  if (r == 0) r = new_tls_defaults(srv, &p->tls_default, err, errlen);
+  if (r == 0) r = call_on_reload(srv, old_ref, err, errlen);
   if (r == 0 && srv->lua.coro_style != old_style) {
-    snprintf(err, sizeof err, "a reload cannot switch between handle and event style");
+    snprintf(err, errlen, "a reload cannot switch between handle and event style");
     r = -1;
   }
-  restore_local_modules(srv, r != 0);
-  /* New handshakes use the files as they are now; live ones keep theirs. */
-  hs_server_tls_commit(srv, r == 0);
-  if (r == 0) {
-    hs_ltls_set_defaults(srv, tls_default);
-    hs_ltls_flush(srv);
-  } else if (tls_default) {
-    hs_tls_opts_free(tls_default);
-    free(tls_default);
-  }
-  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  /* The old module serves until the verdict; the new one waits. */
+  p->new_ref = srv->lua.module_ref;
+  p->new_limits = srv->limits;
+  p->new_framer = srv->framer;
+  srv->lua.module_ref = old_ref;
+  srv->limits = old_limits;
+  srv->framer = old_framer;
+  srv->lua.coro_style = old_style;
+  hs_script_cache_on_message(srv);
+  srv->lua.reload_pending = p;
   if (r != 0) {
-    if (srv->lua.module_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
-    srv->lua.module_ref = old_ref;
-    hs_script_cache_on_message(srv);
-    srv->limits = old_limits;
-    srv->framer = old_framer;
-    srv->lua.coro_style = old_style;
-    srv->stats.reload_failed++;
-    hs_log(srv, HS_LOG_ERROR, "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s",
-           trigger, ms, (unsigned long long)srv->stats.generation, err);
+    hs_reload_finish(srv, 0);
     return -1;
   }
+  return 0;
+}
+
+/* Put the prepared module in service (commit), or let it go. */
+void hs_reload_finish(hs_server_t *srv, int commit) {
+  lua_State *L = srv->lua.L;
+  hs_reload_pending_t *p = pending_of(srv);
+  if (!p) return;
+  srv->lua.reload_pending = NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->saved_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, p->saved_ref);
+  restore_local_modules(srv, !commit);
+  /* New handshakes use the files as they are now; live ones keep theirs. */
+  hs_server_tls_commit(srv, commit);
+  if (!commit) {
+    if (p->new_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, p->new_ref);
+    if (p->tls_default) {
+      hs_tls_opts_free(p->tls_default);
+      free(p->tls_default);
+    }
+    srv->stats.reload_failed++;
+    free(p);
+    return;
+  }
+  hs_ltls_set_defaults(srv, p->tls_default);
+  hs_ltls_flush(srv);
+  int old_ref = srv->lua.module_ref;
+  hs_limits_t old_limits = srv->limits;
+  hs_framer_t old_framer = srv->framer;
+  srv->lua.module_ref = p->new_ref;
+  srv->limits = p->new_limits;
+  srv->framer = p->new_framer;
+  hs_script_cache_on_message(srv);
   /* Probation: keep the old module until the window passes cleanly. */
   probation_end(srv);
   lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
@@ -231,8 +272,25 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
   if (old_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, old_ref);
   srv->stats.reload_ok++;
   srv->stats.generation++;
-  hs_log(srv, HS_LOG_INFO, "reloaded (%s): generation %llu in %.1f ms", trigger,
-         (unsigned long long)srv->stats.generation, ms);
+  hs_log(srv, HS_LOG_INFO, "reloaded (%s): generation %llu in %.1f ms", p->trigger,
+         (unsigned long long)srv->stats.generation, (double)(uv_hrtime() - p->t0) / 1e6);
+  free(p);
   hs_watch_refresh(srv);
+}
+
+int hs_script_reload(hs_server_t *srv, const char *trigger) {
+  if (strcmp(trigger, "rollback") == 0) {
+    rollback(srv);
+    return 0;
+  }
+  char err[2048];
+  uint64_t t0 = uv_hrtime();
+  if (hs_reload_prepare(srv, trigger, err, sizeof err) != 0) {
+    hs_log(srv, HS_LOG_ERROR, "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s",
+           trigger, (double)(uv_hrtime() - t0) / 1e6, (unsigned long long)srv->stats.generation,
+           err);
+    return -1;
+  }
+  hs_reload_finish(srv, 1);
   return 0;
 }

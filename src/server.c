@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "hotsock.h"
@@ -366,13 +367,93 @@ int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls)
   return 0;
 }
 
+/* Listening sockets for --workers, made by the supervisor before the
+ * workers start (see hotsock.h). */
+int hs_server_bind_shared(const char *addr, int n, int backlog, int *fds, char *name,
+                          size_t namelen, int *is_unix, char *err, size_t errlen) {
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  int one = 1;
+  *is_unix = strncmp(addr, "unix:", 5) == 0;
+  for (int i = 0; i < n; i++) fds[i] = -1;
+  if (*is_unix) {
+    struct sockaddr_un un;
+    const char *path = addr + 5;
+    memset(&un, 0, sizeof un);
+    if (!*path || strlen(path) >= sizeof un.sun_path) {
+      snprintf(err, errlen, "bad unix socket path in \"%s\"", addr);
+      return -1;
+    }
+    un.sun_family = AF_UNIX;
+    memcpy(un.sun_path, path, strlen(path));
+    if (stale_unix_socket(path)) unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&un, sizeof un) != 0 || listen(fd, backlog) != 0) {
+      snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+      if (fd >= 0) close(fd);
+      return -1;
+    }
+    for (int i = 0; i < n; i++) fds[i] = fd; /* one socket, shared */
+    snprintf(name, namelen, "unix:%s", path);
+    return 0;
+  }
+  if (parse_inet(addr, &ss, err, errlen) != 0) return -1;
+  for (int i = 0; i < n; i++) {
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sl = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one)) ||
+        bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, backlog) != 0) {
+      snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+      if (fd >= 0) close(fd);
+      for (int j = 0; j < i; j++) close(fds[j]);
+      return -1;
+    }
+    fds[i] = fd;
+    if (i == 0) {
+      /* Port 0: the others take the port the first one got. */
+      sl = sizeof ss;
+      getsockname(fd, (struct sockaddr *)&ss, &sl);
+      format_addr((struct sockaddr *)&ss, name, namelen, NULL, 0, NULL);
+    }
+  }
+  return 0;
+}
+
+int hs_server_listen_fd(hs_server_t *srv, int fd, int is_unix, const char *name,
+                        struct hs_tls_ctx *tls) {
+  hs_listener_t *l = calloc(1, sizeof *l);
+  if (!l) return UV_ENOMEM;
+  l->srv = srv;
+  l->is_unix = is_unix;
+  snprintf(l->name, sizeof l->name, "%s", name);
+  /* A unix listener's path names its clients; the supervisor unlinks it. */
+  if (is_unix) snprintf(l->path, sizeof l->path, "%s", name + 5);
+  l->no_unlink = 1;
+  int r = is_unix ? uv_pipe_init(srv->loop, &l->h.pipe, 0) : uv_tcp_init(srv->loop, &l->h.tcp);
+  if (r == 0) r = is_unix ? uv_pipe_open(&l->h.pipe, fd) : uv_tcp_open(&l->h.tcp, fd);
+  if (r == 0) r = uv_listen(&l->h.stream, srv->limits.backlog, on_connection);
+  if (r != 0) {
+    hs_log(srv, HS_LOG_ERROR, "cannot serve %s: %s", name, uv_strerror(r));
+    l->h.handle.data = l;
+    uv_close(&l->h.handle, listener_close_cb);
+    return r;
+  }
+  l->tls = tls;
+  l->next = srv->listeners;
+  srv->listeners = l;
+  hs_log(srv, HS_LOG_DEBUG, "serving %s%s", l->name, tls ? " (tls)" : "");
+  return 0;
+}
+
 /* Stop listening. The listeners' memory stays until hs_server_free:
  * connections still closing name them (conn.listener, a unix peer). */
 static void close_listeners(hs_server_t *srv) {
   while (srv->listeners) {
     hs_listener_t *l = srv->listeners;
     srv->listeners = l->next;
-    if (l->is_unix && l->path[0]) unlink(l->path);
+    if (l->is_unix && l->path[0] && !l->no_unlink) unlink(l->path);
     uv_close(&l->h.handle, NULL);
     l->next = srv->closed_listeners;
     srv->closed_listeners = l;

@@ -1,0 +1,373 @@
+/* supervisor.c: the supervisor of --workers N (see supervisor.h). A poll
+ * loop over a self-pipe for signals and one control socket per worker. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "supervisor.h"
+
+typedef struct worker {
+  pid_t pid;          /* 0: not running */
+  int ctl;            /* the supervisor's end, or -1 */
+  long long started;  /* ms */
+  long long restart_at; /* ms; 0: none due */
+  unsigned backoff;   /* ms before the next restart */
+  int answered;       /* in the reload under way */
+} worker_t;
+
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int signum) {
+  int saved = errno;
+  unsigned char b = (unsigned char)signum;
+  ssize_t w = write(sig_pipe[1], &b, 1);
+  (void)w;
+  errno = saved;
+}
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const int sup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR2, SIGCHLD};
+#define NSIGS (int)(sizeof sup_signals / sizeof *sup_signals)
+
+typedef struct sup {
+  const hs_sup_config_t *cfg;
+  worker_t w[HS_MAX_WORKERS];
+  int stopping;      /* a stop was forwarded */
+  int stop_signal;
+  int reloading;     /* a reload is under way */
+  char reload_trigger[64];
+  long long reload_deadline;
+  int reload_queued; /* another was asked for meanwhile */
+  char queued_trigger[64];
+  int failed;        /* in the reload under way */
+  char fail_msg[HS_CTL_MAX];
+  int fail_worker;
+  int exit_code;
+} sup_t;
+
+static void send_ctl(worker_t *w, const char *msg) {
+  if (w->ctl < 0) return;
+  ssize_t r = send(w->ctl, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
+  (void)r; /* a worker that went away is reaped by SIGCHLD */
+}
+
+/* In the child after fork: keep only this worker's sockets and its end of
+ * the control socket, and put signals back as they were. */
+static void become_worker(sup_t *s, int i, int ctl, hs_worker_t *out) {
+  const hs_sup_config_t *cfg = s->cfg;
+  for (int k = 0; k < NSIGS; k++) signal(sup_signals[k], SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  close(sig_pipe[0]);
+  close(sig_pipe[1]);
+  for (int k = 0; k < cfg->nworkers; k++)
+    if (s->w[k].ctl >= 0) close(s->w[k].ctl);
+  static int fds[64];
+  for (int l = 0; l < cfg->nlisteners; l++) {
+    int mine = cfg->fds[l * cfg->nworkers + i];
+    for (int k = 0; k < cfg->nworkers; k++) {
+      int fd = cfg->fds[l * cfg->nworkers + k];
+      if (fd != mine) close(fd);
+    }
+    fds[l] = mine;
+  }
+  /* The supervisor's end: a worker whose supervisor is gone stops. */
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  out->id = i + 1;
+  out->n = cfg->nworkers;
+  out->ctl = ctl;
+  out->fds = fds;
+  out->stats_slot = (char *)cfg->stats + (size_t)i * cfg->stats_size;
+  hs_log_set_worker(out->id);
+}
+
+/* Fork worker i. 1 in the parent (or a failure, logged and retried
+ * later), 0 in the child. */
+static int start_worker(sup_t *s, int i, hs_worker_t *out) {
+  worker_t *w = &s->w[i];
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0, "worker %d: socketpair: %s", i + 1, strerror(errno));
+    w->restart_at = now_ms() + 1000;
+    return 1;
+  }
+  /* The stats slot starts clean: a restarted worker's counters begin anew. */
+  memset((char *)s->cfg->stats + (size_t)i * s->cfg->stats_size, 0, s->cfg->stats_size);
+  pid_t pid = fork();
+  if (pid < 0) {
+    hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0, "worker %d: fork: %s", i + 1, strerror(errno));
+    close(sv[0]);
+    close(sv[1]);
+    w->restart_at = now_ms() + 1000;
+    return 1;
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    become_worker(s, i, sv[1], out);
+    return 0;
+  }
+  close(sv[1]);
+  w->pid = pid;
+  w->ctl = sv[0];
+  w->started = now_ms();
+  w->restart_at = 0;
+  hs_logf(s->cfg->log_level, HS_LOG_DEBUG, 0, "worker %d started (pid %d)", i + 1, (int)pid);
+  return 1;
+}
+
+/* Start a coordinated reload: every running worker prepares the new
+ * version; the last answer decides (reload_answered). */
+static void begin_reload(sup_t *s, const char *trigger) {
+  if (s->stopping) return;
+  if (s->reloading) {
+    s->reload_queued = 1;
+    snprintf(s->queued_trigger, sizeof s->queued_trigger, "%s", trigger);
+    return;
+  }
+  char msg[128];
+  int n = 0;
+  snprintf(msg, sizeof msg, "prepare %s", trigger);
+  s->failed = 0;
+  s->fail_msg[0] = 0;
+  for (int i = 0; i < s->cfg->nworkers; i++) {
+    worker_t *w = &s->w[i];
+    w->answered = w->pid == 0;
+    if (w->pid) {
+      send_ctl(w, msg);
+      n++;
+    }
+  }
+  if (!n) return;
+  s->reloading = 1;
+  snprintf(s->reload_trigger, sizeof s->reload_trigger, "%s", trigger);
+  s->reload_deadline = now_ms() + s->cfg->reload_timeout_ms;
+}
+
+/* A worker answered (or died, or timed out): when all have, commit or
+ * abort everywhere. */
+static void reload_answered(sup_t *s) {
+  for (int i = 0; i < s->cfg->nworkers; i++)
+    if (!s->w[i].answered) return;
+  const char *verdict = s->failed ? "abort" : "commit";
+  for (int i = 0; i < s->cfg->nworkers; i++)
+    if (s->w[i].pid) send_ctl(&s->w[i], verdict);
+  if (s->failed)
+    hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0,
+            "reload (%s) failed in worker %d: %s; every worker keeps serving the code it had",
+            s->reload_trigger, s->fail_worker, s->fail_msg);
+  s->reloading = 0;
+  if (s->reload_queued) {
+    s->reload_queued = 0;
+    begin_reload(s, s->queued_trigger);
+  }
+}
+
+static void fail_reload(sup_t *s, int i, const char *why) {
+  if (!s->failed) {
+    s->failed = 1;
+    s->fail_worker = i + 1;
+    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", why);
+  }
+  s->w[i].answered = 1;
+}
+
+static void on_ctl(sup_t *s, int i) {
+  worker_t *w = &s->w[i];
+  char msg[HS_CTL_MAX + 1];
+  ssize_t n = recv(w->ctl, msg, HS_CTL_MAX, MSG_DONTWAIT);
+  if (n <= 0) {
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      close(w->ctl); /* the worker is going; SIGCHLD reaps it */
+      w->ctl = -1;
+    }
+    return;
+  }
+  msg[n] = 0;
+  if (strncmp(msg, "reload ", 7) == 0) {
+    begin_reload(s, msg + 7);
+  } else if (strcmp(msg, "rollback") == 0) {
+    for (int k = 0; k < s->cfg->nworkers; k++)
+      if (s->w[k].pid) send_ctl(&s->w[k], "rollback");
+  } else if (s->reloading && strcmp(msg, "prepared") == 0) {
+    w->answered = 1;
+    reload_answered(s);
+  } else if (s->reloading && strncmp(msg, "failed ", 7) == 0) {
+    fail_reload(s, i, msg + 7);
+    reload_answered(s);
+  }
+}
+
+static void describe_exit(int status, char *out, size_t len) {
+  if (WIFEXITED(status))
+    snprintf(out, len, "exited with code %d", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status))
+    snprintf(out, len, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  else
+    snprintf(out, len, "stopped");
+}
+
+static void reap(sup_t *s) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (int i = 0; i < s->cfg->nworkers; i++) {
+      worker_t *w = &s->w[i];
+      if (w->pid != pid) continue;
+      w->pid = 0;
+      if (w->ctl >= 0) close(w->ctl);
+      w->ctl = -1;
+      char how[128];
+      describe_exit(status, how, sizeof how);
+      if (s->reloading && !w->answered) {
+        fail_reload(s, i, "the worker died");
+        reload_answered(s);
+      }
+      if (s->stopping) {
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) s->exit_code = 1;
+        hs_logf(s->cfg->log_level, HS_LOG_DEBUG, 0, "worker %d (pid %d) %s", i + 1, (int)pid, how);
+        break;
+      }
+      /* Died while serving: start it again, waiting longer each time it
+       * dies young (10 s of life resets the wait). */
+      long long lived = now_ms() - w->started;
+      if (lived >= 10000 || w->backoff == 0)
+        w->backoff = 100;
+      else if (w->backoff < 10000)
+        w->backoff = w->backoff * 2 > 10000 ? 10000 : w->backoff * 2;
+      w->restart_at = now_ms() + w->backoff;
+      hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0,
+              "worker %d (pid %d) %s after %lld ms; starting it again in %u ms", i + 1, (int)pid,
+              how, lived, w->backoff);
+      break;
+    }
+  }
+}
+
+static int running(const sup_t *s) {
+  for (int i = 0; i < s->cfg->nworkers; i++)
+    if (s->w[i].pid) return 1;
+  return 0;
+}
+
+/* Stop: the sockets close here first (so no connection waits in a queue
+ * nobody will accept from), then every worker drains as one server does. */
+static void begin_stop(sup_t *s, int signum) {
+  const hs_sup_config_t *cfg = s->cfg;
+  if (!s->stopping) {
+    s->stopping = 1;
+    s->stop_signal = signum;
+    for (int i = 0; i < cfg->nlisteners * cfg->nworkers; i++) {
+      int fd = cfg->fds[i];
+      if (fd < 0) continue;
+      close(fd);
+      for (int j = i; j < cfg->nlisteners * cfg->nworkers; j++)
+        if (cfg->fds[j] == fd) cfg->fds[j] = -1; /* a unix socket is shared */
+    }
+    for (int i = 0; i < cfg->nworkers; i++) s->w[i].restart_at = 0;
+  }
+  for (int i = 0; i < cfg->nworkers; i++)
+    if (s->w[i].pid) kill(s->w[i].pid, signum);
+}
+
+int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *out) {
+  static sup_t s; /* one per process; static keeps it off the stack */
+  memset(&s, 0, sizeof s);
+  s.cfg = cfg;
+  for (int i = 0; i < cfg->nworkers; i++) s.w[i].ctl = -1;
+  if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+    hs_logf(cfg->log_level, HS_LOG_ERROR, 0, "supervisor: pipe: %s", strerror(errno));
+    return 1;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  for (int k = 0; k < NSIGS; k++) sigaction(sup_signals[k], &sa, NULL);
+  for (int i = 0; i < cfg->nworkers; i++)
+    if (start_worker(&s, i, out) == 0) return -1;
+  hs_logf(cfg->log_level, HS_LOG_INFO, 0, "supervising %d workers (pid %d)", cfg->nworkers,
+          (int)getpid());
+  struct pollfd pfd[HS_MAX_WORKERS + 1];
+  int who[HS_MAX_WORKERS + 1];
+  while (!s.stopping || running(&s)) {
+    long long now = now_ms(), next = -1;
+    for (int i = 0; i < cfg->nworkers; i++) {
+      worker_t *w = &s.w[i];
+      if (!w->pid && w->restart_at && !s.stopping) {
+        if (w->restart_at <= now) {
+          if (start_worker(&s, i, out) == 0) return -1;
+        } else if (next < 0 || w->restart_at < next) {
+          next = w->restart_at;
+        }
+      }
+    }
+    if (s.reloading) {
+      if (now >= s.reload_deadline) {
+        for (int i = 0; i < cfg->nworkers; i++)
+          if (!s.w[i].answered) fail_reload(&s, i, "no answer in time");
+        reload_answered(&s);
+      } else if (next < 0 || s.reload_deadline < next) {
+        next = s.reload_deadline;
+      }
+    }
+    int n = 0;
+    pfd[n].fd = sig_pipe[0];
+    pfd[n].events = POLLIN;
+    who[n++] = -1;
+    for (int i = 0; i < cfg->nworkers; i++)
+      if (s.w[i].ctl >= 0) {
+        pfd[n].fd = s.w[i].ctl;
+        pfd[n].events = POLLIN;
+        who[n++] = i;
+      }
+    int timeout = next < 0 ? -1 : (int)(next > now ? next - now : 0);
+    int r = poll(pfd, (nfds_t)n, timeout);
+    if (r < 0 && errno != EINTR) {
+      hs_logf(cfg->log_level, HS_LOG_ERROR, 0, "supervisor: poll: %s", strerror(errno));
+      break;
+    }
+    for (int k = 1; r > 0 && k < n; k++)
+      if (pfd[k].revents) on_ctl(&s, who[k]);
+    if (r > 0 && pfd[0].revents) {
+      unsigned char b;
+      while (read(sig_pipe[0], &b, 1) == 1) {
+        int signum = b;
+        if (signum == SIGCHLD) {
+          reap(&s);
+        } else if (signum == SIGINT || signum == SIGTERM) {
+          if (!s.stopping)
+            hs_logf(cfg->log_level, HS_LOG_INFO, 0, "%s: stopping %d workers",
+                    signum == SIGINT ? "SIGINT" : "SIGTERM", cfg->nworkers);
+          begin_stop(&s, signum);
+        } else if (signum == SIGHUP) {
+          begin_reload(&s, "SIGHUP");
+        } else if (signum == SIGUSR2) {
+          for (int i = 0; i < cfg->nworkers; i++)
+            if (s.w[i].pid) kill(s.w[i].pid, SIGUSR2);
+        }
+      }
+    }
+  }
+  reap(&s);
+  for (int l = 0; l < cfg->nlisteners; l++)
+    if (cfg->unix_paths[l]) unlink(cfg->unix_paths[l]);
+  hs_logf(cfg->log_level, HS_LOG_INFO, 0, "stopped");
+  return s.exit_code;
+}

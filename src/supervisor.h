@@ -1,0 +1,48 @@
+/* supervisor.h: --workers N. The process that started forks N workers and
+ * stays as their supervisor: it holds the listening sockets, restarts a
+ * worker that dies (with back-off), forwards stop and report signals, and
+ * coordinates reloads so that every worker takes a new version or none
+ * does. It runs no Lua and no libuv loop (a small poll loop), so forking
+ * from it is clean. Each worker is an ordinary single-process server with
+ * its own loop and Lua state, serving the sockets it was given. */
+#ifndef HS_SUPERVISOR_H
+#define HS_SUPERVISOR_H
+
+#include <stddef.h>
+
+#define HS_MAX_WORKERS 256
+
+/* What the supervisor needs to start workers. */
+typedef struct hs_sup_config {
+  int nworkers;
+  int nlisteners;
+  int *fds;           /* fds[l * nworkers + w]: listener l's socket for worker w */
+  char **unix_paths;  /* per listener: the path to unlink at exit, or NULL */
+  void *stats;        /* shared: nworkers slots of stats_size bytes */
+  size_t stats_size;
+  int log_level;
+  unsigned reload_timeout_ms; /* a worker that does not answer a reload by then fails it */
+} hs_sup_config_t;
+
+/* What a worker is given. */
+typedef struct hs_worker {
+  int id;    /* 1..n */
+  int n;     /* how many */
+  int ctl;   /* its end of the control socket (SOCK_SEQPACKET) */
+  int *fds;  /* per listener, its socket */
+  void *stats_slot;
+} hs_worker_t;
+
+/* Start the workers and supervise them until every one has stopped after
+ * SIGINT or SIGTERM: returns the exit code for the supervisor. In a worker
+ * (after fork) it returns -1 with *w filled; the caller then runs the
+ * server. */
+int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *w);
+
+/* Control messages, one per SOCK_SEQPACKET datagram, text:
+ *   worker -> supervisor: "reload TRIGGER", "rollback", "prepared",
+ *                         "failed ERROR"
+ *   supervisor -> worker: "prepare TRIGGER", "commit", "abort", "rollback" */
+#define HS_CTL_MAX 2048
+
+#endif
