@@ -206,6 +206,7 @@ static void closing(hs_server_t *srv) {
   hs_lhotsock_stop_timers(srv);
   hs_work_close_all(srv); /* kill programs still running, close their handles */
   hs_watch_stop(srv);
+  hs_worker_close(srv);
 }
 
 void hs_host_request_exit(hs_server_t *srv, int code) {

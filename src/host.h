@@ -93,6 +93,17 @@ typedef struct hs_listen_spec {
  * hs_listen_specs_free): how many, or -1 with err filled. */
 int hs_module_listen_addrs(hs_server_t *srv, hs_listen_spec_t **specs, char *err, size_t errlen);
 void hs_listen_specs_free(hs_listen_spec_t *specs, int n);
+/* --workers N|auto and the module's workers field (1 when absent). */
+int hs_parse_workers(const char *s, int *n);
+int hs_module_workers(hs_server_t *srv, int *n, char *err, size_t errlen);
+
+/* worker.c: a worker's side of --workers */
+struct hs_worker;
+int hs_worker_attach(hs_server_t *srv, const struct hs_worker *w);
+/* Hand a reload (or rollback) asked for in this worker to the supervisor,
+ * which runs it in every worker: 0 when sent. */
+int hs_worker_forward(hs_server_t *srv, const char *trigger);
+void hs_worker_close(hs_server_t *srv);
 
 /* ltls.c: TLS settings from Lua tables, the server's defaults, contexts */
 /* Read a table of settings at idx over o (fields present replace o's); a

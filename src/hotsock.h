@@ -348,6 +348,11 @@ struct hs_server {
   uint64_t last_emfile_log; /* ms; accept errors are logged once a second */
   uint64_t last_reject_log; /* ms; max_clients rejections likewise */
   int closing_all;          /* handles are being closed; uv_run will return */
+  int worker_id;            /* --workers: this worker's number (1..nworkers); 0 alone */
+  int nworkers;
+  hs_stats_t *stats_all;    /* --workers: every worker's counters, shared; ours is
+                               [worker_id - 1], copied in each before-sleep pass */
+  int ctl_fd;               /* --workers: the control socket to the supervisor */
   hs_script_t lua;          /* the host layer's part */
 };
 

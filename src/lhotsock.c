@@ -230,6 +230,19 @@ static int hs_connect(lua_State *L) {
   return hs_coro_wait(L, owner, HS_WAIT_CONNECT, c);
 }
 
+/* hs.worker(): this worker's number, 1..hs.workers(); 1 without --workers. */
+static int hs_worker(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  lua_pushinteger(L, srv->worker_id ? srv->worker_id : 1);
+  return 1;
+}
+
+static int hs_workers(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  lua_pushinteger(L, srv->nworkers ? srv->nworkers : 1);
+  return 1;
+}
+
 static int hs_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
   return 1;
@@ -341,8 +354,7 @@ typedef struct stat_field {
 } stat_field_t;
 #define NSTATS 23
 
-static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
-  const hs_stats_t *s = &srv->stats;
+static void stat_fields(const hs_server_t *srv, const hs_stats_t *s, stat_field_t f[NSTATS]) {
   stat_field_t all[NSTATS] = {{"accepted", s->accepted},
                               {"rejected", s->rejected},
                               {"active", s->active},
@@ -369,10 +381,30 @@ static void stat_fields(const hs_server_t *srv, stat_field_t f[NSTATS]) {
   memcpy(f, all, sizeof all);
 }
 
+/* hs.stats(): this process's counters; hs.stats("all"): with --workers,
+ * every worker's summed (as each last copied them, in its before-sleep
+ * pass), the generation this worker's. */
 static int hs_stats(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
   stat_field_t f[NSTATS];
-  stat_fields(srv, f);
+  hs_stats_t sum = srv->stats;
+  if (!lua_isnoneornil(L, 1)) {
+    const char *what = luaL_checkstring(L, 1);
+    if (strcmp(what, "all") != 0) return luaL_argerror(L, 1, "\"all\" or nothing");
+    if (srv->stats_all) {
+      _Static_assert(sizeof(hs_stats_t) % sizeof(uint64_t) == 0, "hs_stats_t is all counters");
+      uint64_t *d = (uint64_t *)&sum;
+      size_t k = sizeof sum / sizeof *d;
+      memset(&sum, 0, sizeof sum);
+      for (int w = 0; w < srv->nworkers; w++) {
+        const uint64_t *src =
+            w == srv->worker_id - 1 ? (const uint64_t *)&srv->stats : (const uint64_t *)&srv->stats_all[w];
+        for (size_t i = 0; i < k; i++) d[i] += src[i];
+      }
+      sum.generation = srv->stats.generation;
+    }
+  }
+  stat_fields(srv, &sum, f);
   lua_createtable(L, 0, NSTATS);
   for (size_t i = 0; i < NSTATS; i++) {
     lua_pushinteger(L, (lua_Integer)f[i].v);
@@ -387,7 +419,7 @@ void hs_lhotsock_log_stats(hs_server_t *srv) {
   stat_field_t f[NSTATS];
   char line[1024];
   size_t off = (size_t)snprintf(line, sizeof line, "stats");
-  stat_fields(srv, f);
+  stat_fields(srv, &srv->stats, f);
   for (size_t i = 0; i < NSTATS && off < sizeof line; i++)
     off += (size_t)snprintf(line + off, sizeof line - off, " %s=%llu", f[i].k,
                             (unsigned long long)f[i].v);
@@ -416,7 +448,8 @@ static const luaL_Reg funcs[] = {
     {"after", hs_after},         {"every", hs_every}, {"sleep", hs_sleep},
     {"connect", hs_connect},     {"now", hs_now},     {"clients", hs_clients},
     {"broadcast", hs_broadcast}, {"stats", hs_stats}, {"reload", hs_reload},
-    {"module", hs_module},       {"tls_settings", hs_ltls_settings}, {NULL, NULL}};
+    {"module", hs_module},       {"tls_settings", hs_ltls_settings},
+    {"worker", hs_worker},       {"workers", hs_workers}, {NULL, NULL}};
 
 int hs_lhotsock_open(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);

@@ -11,10 +11,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "host.h"
+#include "supervisor.h"
 #include "tls.h"
 #include "workbench.h"
+
+#define HS_MAX_LISTENERS 64
+/* With --workers: each listener's address as printed, and whether it is a
+ * unix socket (filled by the supervisor, read by each worker). */
+static char w_names[HS_MAX_LISTENERS][128];
+static int w_unix[HS_MAX_LISTENERS];
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -35,6 +44,7 @@ static void usage(FILE *f) {
           "      --tls-key FILE      private key (PEM) of the tls:// listeners\n"
           "      --proxy-protocol    every -l listener expects a PROXY protocol header\n"
           "                          (v1 or v2) from a balancer before the client's bytes\n"
+          "      --workers N|auto    serve with N worker processes (auto: one per CPU)\n"
           "      --check             load and validate the script, then exit\n"
           "      --no-watch          do not reload when the script changes (SIGHUP does)\n"
           "      --log-level LEVEL   debug, info (default), warn or error\n"
@@ -72,7 +82,8 @@ enum {
   OPT_TIMEOUT,
   OPT_TLS_CERT,
   OPT_TLS_KEY,
-  OPT_PROXY
+  OPT_PROXY,
+  OPT_WORKERS
 };
 
 static int parse_size(const char *opt, const char *s, size_t *out) {
@@ -126,6 +137,214 @@ static int parse_timeouts(const char *arg, hs_timeouts_t *to) {
   return 0;
 }
 
+static void free_ctxs(hs_tls_ctx_t **ctxs, int n) {
+  if (!ctxs) return;
+  for (int i = 0; i < n; i++) hs_tls_ctx_unref(ctxs[i]);
+  free(ctxs);
+}
+
+/* Start-up up to the listeners: the server, the script (loaded), the TLS
+ * defaults, the listeners to serve (-l, else the module's listen field,
+ * else the default; *specs given means keep those) and their TLS contexts,
+ * made now so --check reports a bad certificate or key. 0, or the exit
+ * code. */
+static int start(hs_server_t *srv, const char **listen, int nlisten, int proxy,
+                 hs_listen_spec_t **specs_out, int *nspecs_out, hs_tls_ctx_t ***ctxs_out) {
+  uv_loop_t *loop = uv_default_loop();
+  if (hs_server_init(srv, loop, &hs_host_events) != 0 || hs_script_open(srv) != 0) {
+    fprintf(stderr, "hotsock: out of memory at start-up\n");
+    return 1;
+  }
+  /* The heap cap and the budget apply from the first load on. */
+  hs_limits_default(&srv->limits);
+  if (srv->cli.max_lua_memory) srv->limits.max_lua_memory = srv->cli.max_lua_memory;
+  if (srv->cli.handler_budget) srv->limits.handler_budget = srv->cli.handler_budget;
+  char err[4096];
+  if (hs_script_load(srv, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s\n", err);
+    return 2;
+  }
+  /* The default TLS settings (the module's tls field, --tls-cert/--tls-key):
+   * a default certificate must load now, so --check reports a bad one. */
+  struct hs_tls_opts *tls_default = NULL;
+  if (hs_ltls_defaults(srv, &tls_default, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s: %s\n", srv->lua.script_path, err);
+    return 2;
+  }
+  hs_ltls_set_defaults(srv, tls_default);
+  if (hs_ltls_check_defaults(srv, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s\n", err);
+    return 2;
+  }
+  hs_listen_spec_t *specs = *specs_out;
+  int nspecs = *nspecs_out;
+  if (specs) {
+    /* A worker serves what the supervisor bound. */
+  } else if (nlisten) {
+    specs = calloc((size_t)nlisten, sizeof *specs);
+    if (!specs) return 1;
+    for (int i = 0; i < nlisten; i++, nspecs++) {
+      const char *a = listen[i];
+      if (strncmp(a, "tls://", 6) == 0) {
+        if (!(specs[i].tls = calloc(1, sizeof *specs[i].tls))) return 1;
+        if (hs_ltls_server_opts(srv, NULL, 0, specs[i].tls, err, sizeof err) != 0) {
+          fprintf(stderr,
+                  "hotsock: -l %s needs --tls-cert FILE and --tls-key FILE (or the module's tls "
+                  "field)\n",
+                  a);
+          return 2;
+        }
+        a += 6;
+      }
+      specs[i].addr = strdup(a);
+      specs[i].proxy = proxy;
+    }
+  } else {
+    nspecs = hs_module_listen_addrs(srv, &specs, err, sizeof err);
+    if (nspecs < 0) {
+      fprintf(stderr, "hotsock: %s: %s\n", srv->lua.script_path, err);
+      return 2;
+    }
+  }
+  if (!nspecs) {
+    hs_listen_specs_free(specs, 0);
+    specs = calloc(1, sizeof *specs);
+    if (!specs || !(specs[0].addr = strdup("127.0.0.1:7000"))) return 1;
+    nspecs = 1;
+  }
+  *specs_out = specs;
+  *nspecs_out = nspecs;
+  hs_tls_ctx_t **ctxs = calloc((size_t)nspecs, sizeof *ctxs);
+  if (!ctxs) return 1;
+  for (int i = 0; i < nspecs; i++) {
+    if (!specs[i].tls) continue;
+    ctxs[i] = hs_tls_ctx_new(specs[i].tls, 0, err, sizeof err);
+    if (!ctxs[i]) {
+      fprintf(stderr, "hotsock: listener %s: %s\n", specs[i].addr, err);
+      free_ctxs(ctxs, nspecs);
+      hs_listen_specs_free(specs, nspecs);
+      *specs_out = NULL;
+      return 2;
+    }
+  }
+  *ctxs_out = ctxs;
+  return 0;
+}
+
+/* Listen (or, in a worker, serve the sockets given), run until stopped,
+ * and clean up: the exit code. */
+static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_ctx_t **ctxs,
+                 const hs_worker_t *w, int watch) {
+  uv_loop_t *loop = srv->loop;
+  hs_server_signals(srv);
+  int rc = 0;
+  for (int i = 0; i < nspecs && !rc; i++) {
+    rc = w ? hs_server_listen_fd(srv, w->fds[i], w_unix[i], w_names[i], ctxs[i])
+           : hs_server_listen(srv, specs[i].addr, ctxs[i]);
+    if (rc == 0) {
+      ctxs[i] = NULL;                      /* the listener's now */
+      srv->listeners->proxy = specs[i].proxy; /* the new listener is the first */
+    }
+  }
+  free_ctxs(ctxs, nspecs);
+  hs_listen_specs_free(specs, nspecs);
+  if (rc == 0 && w && hs_worker_attach(srv, w) != 0) rc = 1;
+  if (rc != 0) {
+    hs_server_abort(srv); /* an hs.connect the chunk made closes too */
+    uv_run(loop, UV_RUN_DEFAULT);
+    hs_script_close(srv);
+    hs_server_free(srv);
+    uv_loop_close(loop);
+    return 1;
+  }
+  if (watch) hs_watch_start(srv);
+  uv_run(loop, UV_RUN_DEFAULT);
+  hs_log(srv, HS_LOG_INFO, "stopped");
+  hs_script_close(srv);
+  hs_server_free(srv);
+  /* Every handle closed and every connection freed: a clean stop. */
+  if (uv_loop_close(loop) != 0) {
+    hs_log(srv, HS_LOG_ERROR, "the loop still has open handles at exit (a bug)");
+    return 1;
+  }
+  return srv->exit_code;
+}
+
+/* --workers N: bind the listeners here, let go of this process's server
+ * and script, and supervise N workers (supervisor.c); each worker starts
+ * its own server and script from the settings as given (proto) and serves
+ * its sockets. */
+static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_t *specs,
+                     int nspecs, hs_tls_ctx_t **ctxs, int nworkers, int watch) {
+  char err[512];
+  int *fds = calloc((size_t)nspecs * (size_t)nworkers, sizeof *fds);
+  char **unix_paths = calloc((size_t)nspecs, sizeof *unix_paths);
+  int bound = 0, rc = 0;
+  if (!fds || !unix_paths || nspecs > HS_MAX_LISTENERS) {
+    fprintf(stderr, "hotsock: %s\n", fds && unix_paths ? "too many listeners for --workers"
+                                                        : "out of memory");
+    rc = 1;
+  }
+  for (int i = 0; i < nspecs && !rc; i++, bound++) {
+    if (hs_server_bind_shared(specs[i].addr, nworkers, srv->limits.backlog,
+                              fds + (size_t)i * (size_t)nworkers, w_names[i], sizeof w_names[i],
+                              &w_unix[i], err, sizeof err) != 0) {
+      hs_log(srv, HS_LOG_ERROR, "%s", err);
+      rc = 1;
+      break;
+    }
+    if (w_unix[i]) unix_paths[i] = strdup(w_names[i] + 5);
+    hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0, "listening on %s%s", w_names[i],
+            specs[i].tls ? " (tls)" : "");
+  }
+  /* This process serves nothing itself. */
+  free_ctxs(ctxs, nspecs);
+  hs_server_abort(srv);
+  uv_run(srv->loop, UV_RUN_DEFAULT);
+  hs_script_close(srv);
+  hs_server_free(srv);
+  uv_loop_close(srv->loop);
+  hs_stats_t *stats = rc ? NULL
+                         : mmap(NULL, sizeof(hs_stats_t) * (size_t)nworkers,
+                                PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (!rc && stats == MAP_FAILED) {
+    fprintf(stderr, "hotsock: shared memory for --workers: %s\n", strerror(errno));
+    rc = 1;
+  }
+  if (!rc) {
+    hs_sup_config_t cfg = {nworkers, nspecs, fds, unix_paths, stats, sizeof(hs_stats_t),
+                           proto->log_level, 30000};
+    hs_worker_t w;
+    rc = hs_supervise(&cfg, &w);
+    if (rc < 0) {
+      /* A worker: an ordinary server on the sockets it was given. */
+      *srv = *proto;
+      srv->worker_id = w.id;
+      srv->nworkers = w.n;
+      srv->stats_all = stats;
+      hs_listen_spec_t *mine = specs;
+      int n = nspecs;
+      hs_tls_ctx_t **wctxs = NULL;
+      for (int i = 0; i < nspecs; i++) free(unix_paths[i]);
+      free(unix_paths);
+      int r = start(srv, NULL, 0, 0, &mine, &n, &wctxs);
+      if (r) return r;
+      r = serve(srv, mine, n, wctxs, &w, watch && w.id == 1);
+      free(fds);
+      return r;
+    }
+  }
+  /* Sockets still open (a failed start; after a stop they are closed). */
+  for (int i = 0; fds && i < bound; i++)
+    for (int k = 0; k < (w_unix[i] ? 1 : nworkers); k++)
+      if (fds[i * nworkers + k] >= 0) close(fds[i * nworkers + k]);
+  for (int i = 0; unix_paths && i < nspecs; i++) free(unix_paths[i]);
+  free(unix_paths);
+  free(fds);
+  hs_listen_specs_free(specs, nspecs);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   /* hotsock test / hotsock record: the workbench (workbench.c), a Lua
    * program in a plain Lua state of its own; no server is set up here. */
@@ -147,6 +366,7 @@ int main(int argc, char **argv) {
                                        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
                                        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
                                        {"proxy-protocol", no_argument, NULL, OPT_PROXY},
+                                       {"workers", required_argument, NULL, OPT_WORKERS},
                                        {"version", no_argument, NULL, 'V'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -156,7 +376,7 @@ int main(int argc, char **argv) {
   srv.lua.load_budget = 500;
   srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
-  int nlisten = 0, watch = 1, proxy = 0, ch;
+  int nlisten = 0, watch = 1, proxy = 0, workers_opt = 0, ch;
   size_t v;
   if (!listen) return 1;
   /* "+": options end at the script; what follows belongs to it. */
@@ -205,6 +425,13 @@ int main(int argc, char **argv) {
     case OPT_TLS_CERT: srv.lua.cli_tls_cert = optarg; break;
     case OPT_TLS_KEY: srv.lua.cli_tls_key = optarg; break;
     case OPT_PROXY: proxy = 1; break;
+    case OPT_WORKERS:
+      if (hs_parse_workers(optarg, &workers_opt) != 0) {
+        fprintf(stderr, "hotsock: --workers is a number from 1 to %d or \"auto\", not \"%s\"\n",
+                HS_MAX_WORKERS, optarg);
+        return 2;
+      }
+      break;
     case 'V':
       printf("hotsock %s (%s, libuv %s)\n", HS_VERSION, LUA_RELEASE, uv_version_string());
       return 0;
@@ -237,83 +464,13 @@ int main(int argc, char **argv) {
 
   /* A peer that goes away mid-write is a normal close, not a signal. */
   signal(SIGPIPE, SIG_IGN);
-
-  uv_loop_t *loop = uv_default_loop();
-  if (hs_server_init(&srv, loop, &hs_host_events) != 0 || hs_script_open(&srv) != 0) {
-    fprintf(stderr, "hotsock: out of memory at start-up\n");
-    return 1;
-  }
-  /* The heap cap and the budget apply from the first load on. */
-  hs_limits_default(&srv.limits);
-  if (srv.cli.max_lua_memory) srv.limits.max_lua_memory = srv.cli.max_lua_memory;
-  if (srv.cli.handler_budget) srv.limits.handler_budget = srv.cli.handler_budget;
-  char err[4096];
-  if (hs_script_load(&srv, err, sizeof err) != 0) {
-    fprintf(stderr, "hotsock: %s\n", err);
-    return 2;
-  }
-  /* The default TLS settings (the module's tls field, --tls-cert/--tls-key):
-   * a default certificate must load now, so --check reports a bad one. */
-  struct hs_tls_opts *tls_default = NULL;
-  if (hs_ltls_defaults(&srv, &tls_default, err, sizeof err) != 0) {
-    fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
-    return 2;
-  }
-  hs_ltls_set_defaults(&srv, tls_default);
-  if (hs_ltls_check_defaults(&srv, err, sizeof err) != 0) {
-    fprintf(stderr, "hotsock: %s\n", err);
-    return 2;
-  }
-  /* The listeners: -l, else the module's listen field, else the default;
-   * TLS contexts are made now, so --check reports a bad certificate or key. */
+  hs_server_t proto = srv; /* the settings as given, for each worker's own start */
   hs_listen_spec_t *specs = NULL;
   int nspecs = 0;
-  if (nlisten) {
-    specs = calloc((size_t)nlisten, sizeof *specs);
-    if (!specs) return 1;
-    for (int i = 0; i < nlisten; i++, nspecs++) {
-      const char *a = listen[i];
-      if (strncmp(a, "tls://", 6) == 0) {
-        if (!(specs[i].tls = calloc(1, sizeof *specs[i].tls))) return 1;
-        if (hs_ltls_server_opts(&srv, NULL, 0, specs[i].tls, err, sizeof err) != 0) {
-          fprintf(stderr,
-                  "hotsock: -l %s needs --tls-cert FILE and --tls-key FILE (or the module's tls "
-                  "field)\n",
-                  a);
-          return 2;
-        }
-        a += 6;
-      }
-      specs[i].addr = strdup(a);
-      specs[i].proxy = proxy;
-    }
-  } else {
-    nspecs = hs_module_listen_addrs(&srv, &specs, err, sizeof err);
-    if (nspecs < 0) {
-      fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
-      return 2;
-    }
-  }
-  if (!nspecs) {
-    hs_listen_specs_free(specs, 0);
-    specs = calloc(1, sizeof *specs);
-    if (!specs || !(specs[0].addr = strdup("127.0.0.1:7000"))) return 1;
-    nspecs = 1;
-  }
-  hs_tls_ctx_t **ctxs = calloc((size_t)nspecs, sizeof *ctxs);
-  if (!ctxs) return 1;
-  for (int i = 0; i < nspecs; i++) {
-    if (!specs[i].tls) continue;
-    ctxs[i] = hs_tls_ctx_new(specs[i].tls, 0, err, sizeof err);
-    if (!ctxs[i]) {
-      fprintf(stderr, "hotsock: listener %s: %s\n", specs[i].addr, err);
-      for (int j = 0; j < i; j++) hs_tls_ctx_unref(ctxs[j]);
-      free(ctxs);
-      hs_listen_specs_free(specs, nspecs);
-      free(listen);
-      return 2;
-    }
-  }
+  hs_tls_ctx_t **ctxs = NULL;
+  int rc = start(&srv, listen, nlisten, proxy, &specs, &nspecs, &ctxs);
+  free(listen);
+  if (rc) return rc;
   if (srv.lua.check_only) {
     /* In coroutine style each receive names its own framing: there is no
      * module framing to report. */
@@ -323,42 +480,18 @@ int main(int argc, char **argv) {
     else
       printf("%s: OK (event style, framing %s)\n", srv.lua.script_path,
              hs_framer_describe(&srv.framer, fb, sizeof fb));
-    for (int i = 0; i < nspecs; i++) hs_tls_ctx_unref(ctxs[i]);
-    free(ctxs);
+    free_ctxs(ctxs, nspecs);
     hs_listen_specs_free(specs, nspecs);
-    free(listen);
     return 0;
   }
-  hs_server_signals(&srv);
-  int rc = 0;
-  for (int i = 0; i < nspecs && !rc; i++) {
-    rc = hs_server_listen(&srv, specs[i].addr, ctxs[i]);
-    if (rc == 0) {
-      ctxs[i] = NULL;                      /* the listener's now */
-      srv.listeners->proxy = specs[i].proxy; /* the new listener is the first */
-    }
+  char err[512];
+  int nworkers = workers_opt;
+  if (!nworkers && hs_module_workers(&srv, &nworkers, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
+    free_ctxs(ctxs, nspecs);
+    hs_listen_specs_free(specs, nspecs);
+    return 2;
   }
-  for (int i = 0; i < nspecs; i++) hs_tls_ctx_unref(ctxs[i]);
-  free(ctxs);
-  hs_listen_specs_free(specs, nspecs);
-  free(listen);
-  if (rc != 0) {
-    hs_server_abort(&srv); /* an hs.connect the chunk made closes too */
-    uv_run(loop, UV_RUN_DEFAULT);
-    hs_script_close(&srv);
-    hs_server_free(&srv);
-    uv_loop_close(loop);
-    return 1;
-  }
-  if (watch) hs_watch_start(&srv);
-  uv_run(loop, UV_RUN_DEFAULT);
-  hs_log(&srv, HS_LOG_INFO, "stopped");
-  hs_script_close(&srv);
-  hs_server_free(&srv);
-  /* Every handle closed and every connection freed: a clean stop. */
-  if (uv_loop_close(loop) != 0) {
-    hs_log(&srv, HS_LOG_ERROR, "the loop still has open handles at exit (a bug)");
-    return 1;
-  }
-  return srv.exit_code;
+  if (nworkers > 1) return supervise(&srv, &proto, specs, nspecs, ctxs, nworkers, watch);
+  return serve(&srv, specs, nspecs, ctxs, NULL, watch);
 }

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
 #include "host.h"
+#include "supervisor.h"
 #include "tls.h"
 
 /* t[k] without metamethods. The module and the tables in it are read raw:
@@ -521,4 +523,39 @@ void hs_listen_specs_free(hs_listen_spec_t *specs, int n) {
     free(specs[i].tls);
   }
   free(specs);
+}
+
+int hs_parse_workers(const char *s, int *n) {
+  if (strcmp(s, "auto") == 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    *n = cpus < 1 ? 1 : cpus > HS_MAX_WORKERS ? HS_MAX_WORKERS : (int)cpus;
+    return 0;
+  }
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (!*s || *end || v < 1 || v > HS_MAX_WORKERS) return -1;
+  *n = (int)v;
+  return 0;
+}
+
+/* The module's workers field: a count, or "auto" (one per CPU); 1 when
+ * absent. 0, or -1 with err. */
+int hs_module_workers(hs_server_t *srv, int *n, char *err, size_t errlen) {
+  lua_State *L = srv->lua.L;
+  int top = lua_gettop(L);
+  *n = 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
+  int t = lua_type(L, -1) == LUA_TTABLE ? hs_rawfield(L, -1, "workers") : LUA_TNIL;
+  int bad = 0;
+  if (t == LUA_TNUMBER && lua_isinteger(L, -1)) {
+    lua_Integer v = lua_tointeger(L, -1);
+    if (v >= 1 && v <= HS_MAX_WORKERS) *n = (int)v; else bad = 1;
+  } else if (t == LUA_TSTRING) {
+    bad = hs_parse_workers(lua_tostring(L, -1), n) != 0;
+  } else if (t != LUA_TNIL) {
+    bad = 1;
+  }
+  lua_settop(L, top);
+  if (bad) snprintf(err, errlen, "workers must be a number from 1 to %d or \"auto\"", HS_MAX_WORKERS);
+  return bad ? -1 : 0;
 }

@@ -57,6 +57,8 @@ static void rollback(hs_server_t *srv) {
 }
 
 void hs_script_request_reload(hs_server_t *srv, const char *trigger) {
+  /* A worker's reloads are every worker's: the supervisor runs them. */
+  if (hs_worker_forward(srv, trigger) == 0) return;
   if (strcmp(trigger, "rollback") == 0)
     srv->lua.rollback_pending = 1;
   else

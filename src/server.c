@@ -72,6 +72,7 @@ void hs_server_wake(hs_server_t *srv) {
 static void prepare_cb(uv_prepare_t *h) {
   hs_server_t *srv = hs_container_of(h, hs_server_t, prepare);
   hs_conn_t *c;
+  if (srv->stats_all) srv->stats_all[srv->worker_id - 1] = srv->stats; /* hs.stats("all") */
   srv->ev->before_sleep(srv);
   for (;;) {
     if ((c = TAILQ_FIRST(&srv->pending)) != NULL) {
