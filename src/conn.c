@@ -478,6 +478,27 @@ static int proxy_input(hs_conn_t *c, const char *p, size_t n) {
   return 0;
 }
 
+/* A health check: answered at once, then closed the lingering way (the
+ * checker's request is read and dropped, so the answer is not lost to a
+ * reset). It never reaches the host, nor the client counters. */
+void hs_conn_health(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  static const char up[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
+                           "Content-Length: 3\r\nConnection: close\r\n\r\nup\n";
+  static const char down[] = "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                             "Content-Length: 9\r\nConnection: close\r\n\r\ndraining\n";
+  c->flags |= HS_CONN_HEALTH | HS_CONN_UNSEEN;
+  TAILQ_INSERT_TAIL(&srv->conns, c, link);
+  srv->stats.health_checks++;
+  const char *msg = srv->draining ? down : up;
+  size_t len = srv->draining ? sizeof down - 1 : sizeof up - 1;
+  if (hs_conn_send(c, msg, len) != 0) {
+    hs_conn_abort(c, "out of memory");
+    return;
+  }
+  linger_close(c, "health check");
+}
+
 /* Start the client side of a handshake: the ClientHello goes out. */
 int hs_conn_tls_connect(hs_conn_t *c) {
   char err[256];
@@ -900,7 +921,7 @@ static void finish(hs_conn_t *c, int reset) {
   }
   TAILQ_INSERT_TAIL(&srv->closed, c, queue);
   hs_server_wake(srv);
-  if (!(c->flags & HS_CONN_OUTBOUND)) {
+  if (!(c->flags & (HS_CONN_OUTBOUND | HS_CONN_HEALTH))) {
     srv->stats.active--;
     srv->stats.closed++;
   }

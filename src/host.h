@@ -88,6 +88,7 @@ typedef struct hs_listen_spec {
   char *addr;
   struct hs_tls_opts *tls; /* NULL: a plain listener */
   int proxy;               /* a PROXY protocol header comes first */
+  int health;              /* answers health checks, in C */
 } hs_listen_spec_t;
 /* The module's listen field as specs (*specs and each string malloc'd; see
  * hs_listen_specs_free): how many, or -1 with err filled. */

@@ -64,6 +64,7 @@ typedef struct hs_limits {
   size_t high_water; /* a pipe's source pauses while its target holds more */
   int backlog;
   uint64_t drain_timeout;  /* ms */
+  uint64_t stop_grace;     /* ms a stop waits, serving, with health checks failing */
   uint64_t handler_budget; /* ms */
   size_t max_lua_memory;   /* the Lua heap and what the host allocates for scripts */
   hs_timeouts_t timeouts;
@@ -80,6 +81,7 @@ typedef struct hs_stats {
   uint64_t connects, connect_failed; /* hs.connect outcomes */
   uint64_t tls_handshakes, tls_handshake_failures, tls_resumed; /* inbound (listeners, STARTTLS) */
   uint64_t proxy_failures; /* a PROXY header missing, malformed or too slow */
+  uint64_t health_checks;  /* answered on health listeners */
 } hs_stats_t;
 
 /* ------------------------------------------------------------------------
@@ -150,6 +152,7 @@ typedef struct hs_listener {
   int is_unix;
   int proxy; /* connections begin with a PROXY protocol header (v1 or v2) */
   int no_unlink; /* a worker's: the supervisor unlinks a unix socket's path */
+  int health;    /* answers health checks itself ("up" / "draining") */
   char name[128];         /* the address as printed: "127.0.0.1:43121" */
   char path[108];         /* unix socket path to unlink at exit */
   struct hs_tls_ctx *tls;      /* a TLS listener's context (a reference), or NULL */
@@ -193,7 +196,8 @@ enum {
   HS_CONN_UNSEEN = 1 << 21,      /* TLS handshake or PROXY header under way: the host has
                                     not heard of it */
   HS_CONN_PROXY_WAIT = 1 << 22,  /* its PROXY protocol header has not arrived yet */
-  HS_CONN_PROXIED = 1 << 23      /* peer, peer_ip, peer_port come from a PROXY header */
+  HS_CONN_PROXIED = 1 << 23,     /* peer, peer_ip, peer_port come from a PROXY header */
+  HS_CONN_HEALTH = 1 << 24       /* a health check: answered by the core, never the script */
 };
 
 LIST_HEAD(hs_conn_children, hs_conn);
@@ -344,6 +348,8 @@ struct hs_server {
   hs_stats_t stats;
   size_t outbound_mem; /* bytes held for a script: outbound connections, hs.exec, hs.fs */
   int stopping;        /* a stop began */
+  int draining;        /* a stop was asked for: health checks fail (stop_grace) */
+  uv_timer_t grace_timer;
   int exit_code;
   uint64_t last_emfile_log; /* ms; accept errors are logged once a second */
   uint64_t last_reject_log; /* ms; max_clients rejections likewise */
@@ -453,6 +459,8 @@ void hs_outbound_ready(hs_conn_t *c);
 /* conn.c: start an outbound connection's TLS handshake (c->tls is set). 0,
  * or -1 when it failed at once (c is closing). */
 int hs_conn_tls_connect(hs_conn_t *c);
+/* conn.c: answer a health check on c, just accepted, and close it. */
+void hs_conn_health(hs_conn_t *c);
 void hs_outbound_forget(hs_conn_t *c);
 
 #endif

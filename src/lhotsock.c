@@ -237,6 +237,13 @@ static int hs_worker(lua_State *L) {
   return 1;
 }
 
+/* hs.stopping(): a stop was asked for (during stop_grace too). */
+static int hs_stopping(lua_State *L) {
+  hs_server_t *srv = hs_server_from_lua(L);
+  lua_pushboolean(L, srv->draining || srv->stopping);
+  return 1;
+}
+
 static int hs_workers(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);
   lua_pushinteger(L, srv->nworkers ? srv->nworkers : 1);
@@ -352,7 +359,7 @@ typedef struct stat_field {
   const char *k;
   uint64_t v;
 } stat_field_t;
-#define NSTATS 23
+#define NSTATS 24
 
 static void stat_fields(const hs_server_t *srv, const hs_stats_t *s, stat_field_t f[NSTATS]) {
   stat_field_t all[NSTATS] = {{"accepted", s->accepted},
@@ -376,6 +383,7 @@ static void stat_fields(const hs_server_t *srv, const hs_stats_t *s, stat_field_
                               {"tls_handshake_failures", s->tls_handshake_failures},
                               {"tls_resumed", s->tls_resumed},
                               {"proxy_failures", s->proxy_failures},
+                              {"health_checks", s->health_checks},
                               {"lua_memory", srv->lua.lua_mem},
                               {"lua_memory_limit", srv->limits.max_lua_memory}};
   memcpy(f, all, sizeof all);
@@ -449,7 +457,7 @@ static const luaL_Reg funcs[] = {
     {"connect", hs_connect},     {"now", hs_now},     {"clients", hs_clients},
     {"broadcast", hs_broadcast}, {"stats", hs_stats}, {"reload", hs_reload},
     {"module", hs_module},       {"tls_settings", hs_ltls_settings},
-    {"worker", hs_worker},       {"workers", hs_workers}, {NULL, NULL}};
+    {"worker", hs_worker},       {"workers", hs_workers},   {"stopping", hs_stopping}, {NULL, NULL}};
 
 int hs_lhotsock_open(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);

@@ -45,6 +45,10 @@ static void usage(FILE *f) {
           "      --proxy-protocol    every -l listener expects a PROXY protocol header\n"
           "                          (v1 or v2) from a balancer before the client's bytes\n"
           "      --workers N|auto    serve with N worker processes (auto: one per CPU)\n"
+          "      --health ADDR       answer health checks on ADDR in C: HTTP 200 \"up\",\n"
+          "                          503 \"draining\" once a stop was asked for\n"
+          "      --stop-grace MS     on SIGTERM keep serving MS with health checks failing,\n"
+          "                          then stop (default 0)\n"
           "      --check             load and validate the script, then exit\n"
           "      --no-watch          do not reload when the script changes (SIGHUP does)\n"
           "      --log-level LEVEL   debug, info (default), warn or error\n"
@@ -83,7 +87,9 @@ enum {
   OPT_TLS_CERT,
   OPT_TLS_KEY,
   OPT_PROXY,
-  OPT_WORKERS
+  OPT_WORKERS,
+  OPT_HEALTH,
+  OPT_STOP_GRACE
 };
 
 static int parse_size(const char *opt, const char *s, size_t *out) {
@@ -149,7 +155,8 @@ static void free_ctxs(hs_tls_ctx_t **ctxs, int n) {
  * made now so --check reports a bad certificate or key. 0, or the exit
  * code. */
 static int start(hs_server_t *srv, const char **listen, int nlisten, int proxy,
-                 hs_listen_spec_t **specs_out, int *nspecs_out, hs_tls_ctx_t ***ctxs_out) {
+                 const char *health_addr, hs_listen_spec_t **specs_out, int *nspecs_out,
+                 hs_tls_ctx_t ***ctxs_out) {
   uv_loop_t *loop = uv_default_loop();
   if (hs_server_init(srv, loop, &hs_host_events) != 0 || hs_script_open(srv) != 0) {
     fprintf(stderr, "hotsock: out of memory at start-up\n");
@@ -208,9 +215,17 @@ static int start(hs_server_t *srv, const char **listen, int nlisten, int proxy,
   }
   if (!nspecs) {
     hs_listen_specs_free(specs, 0);
-    specs = calloc(1, sizeof *specs);
+    specs = calloc(2, sizeof *specs);
     if (!specs || !(specs[0].addr = strdup("127.0.0.1:7000"))) return 1;
     nspecs = 1;
+  }
+  if (health_addr && !*specs_out) {
+    hs_listen_spec_t *more = realloc(specs, (size_t)(nspecs + 1) * sizeof *specs);
+    if (!more) return 1;
+    specs = more;
+    memset(&specs[nspecs], 0, sizeof *specs);
+    if (!(specs[nspecs].addr = strdup(health_addr))) return 1;
+    specs[nspecs++].health = 1;
   }
   *specs_out = specs;
   *nspecs_out = nspecs;
@@ -244,6 +259,7 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
     if (rc == 0) {
       ctxs[i] = NULL;                      /* the listener's now */
       srv->listeners->proxy = specs[i].proxy; /* the new listener is the first */
+      srv->listeners->health = specs[i].health;
     }
   }
   free_ctxs(ctxs, nspecs);
@@ -327,7 +343,7 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
       hs_tls_ctx_t **wctxs = NULL;
       for (int i = 0; i < nspecs; i++) free(unix_paths[i]);
       free(unix_paths);
-      int r = start(srv, NULL, 0, 0, &mine, &n, &wctxs);
+      int r = start(srv, NULL, 0, 0, NULL, &mine, &n, &wctxs);
       if (r) return r;
       r = serve(srv, mine, n, wctxs, &w, watch && w.id == 1);
       free(fds);
@@ -367,6 +383,8 @@ int main(int argc, char **argv) {
                                        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
                                        {"proxy-protocol", no_argument, NULL, OPT_PROXY},
                                        {"workers", required_argument, NULL, OPT_WORKERS},
+                                       {"health", required_argument, NULL, OPT_HEALTH},
+                                       {"stop-grace", required_argument, NULL, OPT_STOP_GRACE},
                                        {"version", no_argument, NULL, 'V'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -377,6 +395,7 @@ int main(int argc, char **argv) {
   srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
   int nlisten = 0, watch = 1, proxy = 0, workers_opt = 0, ch;
+  const char *health_addr = NULL;
   size_t v;
   if (!listen) return 1;
   /* "+": options end at the script; what follows belongs to it. */
@@ -425,6 +444,11 @@ int main(int argc, char **argv) {
     case OPT_TLS_CERT: srv.lua.cli_tls_cert = optarg; break;
     case OPT_TLS_KEY: srv.lua.cli_tls_key = optarg; break;
     case OPT_PROXY: proxy = 1; break;
+    case OPT_HEALTH: health_addr = optarg; break;
+    case OPT_STOP_GRACE:
+      if (parse_ms("--stop-grace", optarg, &v)) return 2;
+      srv.cli.stop_grace = v;
+      break;
     case OPT_WORKERS:
       if (hs_parse_workers(optarg, &workers_opt) != 0) {
         fprintf(stderr, "hotsock: --workers is a number from 1 to %d or \"auto\", not \"%s\"\n",
@@ -468,7 +492,7 @@ int main(int argc, char **argv) {
   hs_listen_spec_t *specs = NULL;
   int nspecs = 0;
   hs_tls_ctx_t **ctxs = NULL;
-  int rc = start(&srv, listen, nlisten, proxy, &specs, &nspecs, &ctxs);
+  int rc = start(&srv, listen, nlisten, proxy, health_addr, &specs, &nspecs, &ctxs);
   free(listen);
   if (rc) return rc;
   if (srv.lua.check_only) {

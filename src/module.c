@@ -275,11 +275,13 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
       {"max_lua_memory", &lim->max_lua_memory, NULL},
       {"high_water", &lim->high_water, NULL},
       {"drain_timeout", NULL, &lim->drain_timeout},
+      {"stop_grace", NULL, &lim->stop_grace},
       {"handler_budget", NULL, &lim->handler_budget},
   };
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
     int allow0 =
-        strcmp(sizes[i].name, "low_water") == 0 || strcmp(sizes[i].name, "drain_timeout") == 0;
+        strcmp(sizes[i].name, "low_water") == 0 || strcmp(sizes[i].name, "drain_timeout") == 0 ||
+        strcmp(sizes[i].name, "stop_grace") == 0;
     int r = get_size(L, idx, sizes[i].name, &v, allow0, err, errlen);
     if (r < 0) return err;
     if (r > 0) {
@@ -289,9 +291,13 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
         *sizes[i].dst64 = v;
     }
   }
-  if (lim->handler_budget > HS_MAX_MS || lim->drain_timeout > HS_MAX_MS) {
+  if (lim->handler_budget > HS_MAX_MS || lim->drain_timeout > HS_MAX_MS ||
+      lim->stop_grace > HS_MAX_MS) {
     snprintf(err, errlen, "%s must be at most %llu ms",
-             lim->handler_budget > HS_MAX_MS ? "handler_budget" : "drain_timeout", HS_MAX_MS);
+             lim->handler_budget > HS_MAX_MS  ? "handler_budget"
+             : lim->drain_timeout > HS_MAX_MS ? "drain_timeout"
+                                              : "stop_grace",
+             HS_MAX_MS);
     return err;
   }
   int r = get_size(L, idx, "backlog", &v, 0, err, errlen);
@@ -385,6 +391,7 @@ static void apply_cli(const hs_limits_t *cli, hs_limits_t *l) {
   if (cli->max_outbuf) l->max_outbuf = cli->max_outbuf;
   if (cli->backlog) l->backlog = cli->backlog;
   if (cli->drain_timeout) l->drain_timeout = cli->drain_timeout;
+  if (cli->stop_grace) l->stop_grace = cli->stop_grace;
   if (cli->handler_budget) l->handler_budget = cli->handler_budget;
   if (cli->max_lua_memory) l->max_lua_memory = cli->max_lua_memory;
   if (cli->timeouts.idle != HS_UNSET) l->timeouts.idle = cli->timeouts.idle;
@@ -430,6 +437,13 @@ static int read_listen_entry(hs_server_t *srv, lua_State *L, int i, hs_listen_sp
       return -1;
     }
     sp->proxy = lua_toboolean(L, -1);
+    int ht = hs_rawfield(L, top, "health");
+    if (ht != LUA_TNIL && ht != LUA_TBOOLEAN) {
+      snprintf(err, errlen, "listen[%d].health must be true or false", i);
+      lua_settop(L, top);
+      return -1;
+    }
+    sp->health = lua_toboolean(L, -1);
     int tt = hs_rawfield(L, top, "tls");
     if (tt == LUA_TTABLE || (tt == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
       if (!(sp->tls = calloc(1, sizeof *sp->tls)) ||
@@ -437,6 +451,11 @@ static int read_listen_entry(hs_server_t *srv, lua_State *L, int i, hs_listen_sp
         free(sp->tls);
         sp->tls = NULL;
         snprintf(err, errlen, "listen[%d].tls: %s", i, why);
+        lua_settop(L, top);
+        return -1;
+      }
+      if (sp->health) {
+        snprintf(err, errlen, "listen[%d]: a health listener is plain (no tls)", i);
         lua_settop(L, top);
         return -1;
       }

@@ -36,6 +36,8 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev) {
   uv_idle_init(loop, &srv->idle);
   uv_timer_init(loop, &srv->drain_timer);
   uv_unref((uv_handle_t *)&srv->drain_timer);
+  uv_timer_init(loop, &srv->grace_timer);
+  uv_unref((uv_handle_t *)&srv->grace_timer);
   uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2};
   for (int i = 0; i < 4; i++) { /* started by hs_server_signals */
     uv_signal_init(loop, s[i]);
@@ -158,6 +160,10 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   if (uv_accept(server, &c->h.stream) != 0) {
     hs_conn_discard(c); /* nothing to accept after all */
+    return;
+  }
+  if (l->health) {
+    hs_conn_health(c); /* answered by the core: never the script, nor max_clients */
     return;
   }
   if (srv->stats.active >= srv->limits.max_clients) {
@@ -479,6 +485,7 @@ static void close_all(hs_server_t *srv) {
   uv_close((uv_handle_t *)&srv->prepare, NULL);
   uv_close((uv_handle_t *)&srv->idle, NULL);
   uv_close((uv_handle_t *)&srv->drain_timer, NULL);
+  uv_close((uv_handle_t *)&srv->grace_timer, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);
@@ -527,8 +534,25 @@ void hs_server_stop(hs_server_t *srv) {
 
 /* Stop accepting, tell the host (on_shutdown), close every connection after
  * its output drains (up to drain_timeout), then leave the loop. */
+static void grace_cb(uv_timer_t *t) {
+  hs_server_t *srv = hs_container_of(t, hs_server_t, grace_timer);
+  hs_server_begin_stop(srv, "stop_grace over");
+}
+
 void hs_server_begin_stop(hs_server_t *srv, const char *why) {
   if (srv->stopping) return;
+  if (srv->limits.stop_grace && !srv->draining) {
+    /* First the balancers hear of it: health checks fail while everything
+     * still serves; the stop proper starts when the grace is over (or at a
+     * second signal). */
+    srv->draining = 1;
+    hs_log(srv, HS_LOG_INFO, "%s: health checks say draining; stopping in %llu ms (stop_grace)",
+           why, (unsigned long long)srv->limits.stop_grace);
+    uv_timer_start(&srv->grace_timer, grace_cb, srv->limits.stop_grace, 0);
+    return;
+  }
+  uv_timer_stop(&srv->grace_timer);
+  srv->draining = 1;
   srv->stopping = 1;
   hs_log(srv, HS_LOG_INFO, "%s: stopping (%llu client(s), drain_timeout %llu ms)", why,
          (unsigned long long)srv->stats.active, (unsigned long long)srv->limits.drain_timeout);
