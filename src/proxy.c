@@ -23,7 +23,7 @@ static size_t token(const char *p, const char *end) {
 
 static int v1_addr(const char *p, size_t n, int family, char *out, size_t outlen) {
   unsigned char bin[16];
-  if (n == 0 || n >= outlen) return -1;
+  if (n == 0 || n >= outlen || memchr(p, 0, n)) return -1;
   memcpy(out, p, n);
   out[n] = 0;
   return inet_pton(family == 4 ? AF_INET : AF_INET6, out, bin) == 1 ? 0 : -1;
@@ -194,8 +194,9 @@ static long parse_v2(const char *p, size_t n, hs_proxy_t *out, const char **why)
   default: alen = (size_t)-1; break;
   }
   out->version = 2;
-  if (cmd == 0 && (alen == (size_t)-1 || (fam & 0xf) > 2 || alen > len)) {
-    /* LOCAL: the family is to be ignored, and so is the whole block. */
+  if (cmd == 0) {
+    /* LOCAL (the balancer's own connection, e.g. a health check): the
+     * family and the whole block are to be ignored. */
     out->local = 1;
     return (long)(HS_PROXY_V2_MIN + len);
   }
