@@ -25,7 +25,8 @@
  * barrier, so it is stored before the change it announces) just before an
  * operation first changes anything, and cleared when it is done. A process
  * killed in between leaves it set; whoever takes the lock next (EOWNERDEAD)
- * empties the dictionary rather than follow links that may be half made. */
+ * empties the dictionary rather than follow links that may be half made.
+ * A wait for the lock looks at it again every LOCK_SLICE_MS (see lock()). */
 #include "dict.h"
 
 #include <errno.h>
@@ -42,6 +43,7 @@
 #define NBINS 32
 #define SCAN_LIMIT 32 /* blocks looked at in the smallest fitting size class */
 #define DICT_MAGIC 0x3174636964736800ull
+#define LOCK_SLICE_MS 20 /* a wait for the lock looks again this often */
 
 /* A block's header: every block has one; an entry's key and value follow. */
 typedef struct blk {
@@ -70,23 +72,23 @@ struct hs_dict {
   uint64_t magic;
   pthread_mutex_t lock;
   char name[HS_DICT_NAME_MAX + 1];
-  size_t size;            /* bytes asked for */
-  size_t mapped;          /* bytes mapped (size rounded up to pages) */
-  uint8_t sipkey[16];     /* the hash's key, random per dictionary */
-  uint32_t nbuckets;      /* a power of two */
-  uint32_t buckets;       /* slot where the bucket array starts */
-  uint32_t arena;         /* first slot of the arena */
-  uint32_t arena_end;     /* one past its last slot */
-  uint32_t lru_head;      /* most recently used entry */
-  uint32_t lru_tail;      /* least recently used entry */
-  uint32_t bins[NBINS];   /* free lists by size class: sizes [2^i, 2^(i+1)) slots */
-  uint32_t binmap;        /* bit i: bins[i] is not empty */
-  volatile int dirty;     /* a change is under way (see the top of the file) */
-  uint64_t free_slots;    /* slots in free blocks */
-  uint64_t entries;       /* entries held */
-  uint64_t evictions;     /* unexpired entries evicted */
-  uint64_t recoveries;    /* EOWNERDEAD taken over */
-  uint64_t resets;        /* ... and found dirty, so emptied */
+  size_t size;          /* bytes asked for */
+  size_t mapped;        /* bytes mapped (size rounded up to pages) */
+  uint8_t sipkey[16];   /* the hash's key, random per dictionary */
+  uint32_t nbuckets;    /* a power of two */
+  uint32_t buckets;     /* slot where the bucket array starts */
+  uint32_t arena;       /* first slot of the arena */
+  uint32_t arena_end;   /* one past its last slot */
+  uint32_t lru_head;    /* most recently used entry */
+  uint32_t lru_tail;    /* least recently used entry */
+  uint32_t bins[NBINS]; /* free lists by size class: sizes [2^i, 2^(i+1)) slots */
+  uint32_t binmap;      /* bit i: bins[i] is not empty */
+  volatile int dirty;   /* a change is under way (see the top of the file) */
+  uint64_t free_slots;  /* slots in free blocks */
+  uint64_t entries;     /* entries held */
+  uint64_t evictions;   /* unexpired entries evicted */
+  uint64_t recoveries;  /* EOWNERDEAD taken over */
+  uint64_t resets;      /* ... and found dirty, so emptied */
 };
 
 static inline blk_t *at(hs_dict_t *d, uint32_t off) {
@@ -125,22 +127,22 @@ static inline void changing(hs_dict_t *d) {
 /* ---- the hash: SipHash-2-4 ---- */
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND            \
-  do {                      \
-    v0 += v1;               \
-    v1 = ROTL(v1, 13);      \
-    v1 ^= v0;               \
-    v0 = ROTL(v0, 32);      \
-    v2 += v3;               \
-    v3 = ROTL(v3, 16);      \
-    v3 ^= v2;               \
-    v0 += v3;               \
-    v3 = ROTL(v3, 21);      \
-    v3 ^= v0;               \
-    v2 += v1;               \
-    v1 = ROTL(v1, 17);      \
-    v1 ^= v2;               \
-    v2 = ROTL(v2, 32);      \
+#define SIPROUND       \
+  do {                 \
+    v0 += v1;          \
+    v1 = ROTL(v1, 13); \
+    v1 ^= v0;          \
+    v0 = ROTL(v0, 32); \
+    v2 += v3;          \
+    v3 = ROTL(v3, 16); \
+    v3 ^= v2;          \
+    v0 += v3;          \
+    v3 = ROTL(v3, 21); \
+    v3 ^= v0;          \
+    v2 += v1;          \
+    v1 = ROTL(v1, 17); \
+    v1 ^= v2;          \
+    v2 = ROTL(v2, 32); \
   } while (0)
 
 static uint64_t le64(const uint8_t *p) {
@@ -404,9 +406,8 @@ static blk_t *alloc_evicting(hs_dict_t *d, uint32_t n, int safe, int *forced, ui
 }
 
 /* Make a new entry (key absent). 0 or HS_DICT_ENOMEM. */
-static int insert(hs_dict_t *d, const char *key, size_t klen, uint32_t h,
-                  const hs_dict_value_t *v, uint64_t expires, int safe, int *forced,
-                  uint64_t now) {
+static int insert(hs_dict_t *d, const char *key, size_t klen, uint32_t h, const hs_dict_value_t *v,
+                  uint64_t expires, int safe, int *forced, uint64_t now) {
   blk_t *e = alloc_evicting(d, (uint32_t)slots_for(klen, value_bytes(v)), safe, forced, now);
   if (!e) return HS_DICT_ENOMEM;
   e->klen = (uint16_t)klen;
@@ -439,8 +440,25 @@ static void reset(hs_dict_t *d, int clear_buckets) {
 
 /* ---- the lock ---- */
 
+/* Take the lock. Uncontended: one atomic instruction. Contended: a wait in
+ * slices of LOCK_SLICE_MS, each ending with a fresh look at the lock. The
+ * kernel's clean-up of a dead process's robust futexes cannot see every
+ * case: a waiter killed just after an unlock woke it, while a third process
+ * took the lock in between, takes the wake-up with it and leaves the other
+ * waiters asleep with the lock free (or, once its owner dies too, owned by
+ * nobody). A slice bounds that stall instead of leaving a worker wedged. */
 static int lock(hs_dict_t *d) {
-  int r = pthread_mutex_lock(&d->lock);
+  int r = pthread_mutex_trylock(&d->lock);
+  while (r == EBUSY || r == ETIMEDOUT) {
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += LOCK_SLICE_MS * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    r = pthread_mutex_clocklock(&d->lock, CLOCK_MONOTONIC, &until);
+  }
   if (r == EOWNERDEAD) {
     /* Its owner died holding it. Mid-change: start over empty. */
     d->recoveries++;
@@ -451,6 +469,7 @@ static int lock(hs_dict_t *d) {
     atomic_signal_fence(memory_order_seq_cst);
     d->dirty = 0;
     r = pthread_mutex_consistent(&d->lock);
+    if (r != 0) pthread_mutex_unlock(&d->lock);
   }
   return r ? HS_DICT_ELOCK : 0;
 }
@@ -647,6 +666,7 @@ int hs_dict_incr(hs_dict_t *d, const char *key, size_t klen, const hs_dict_value
   uint32_t h = hash_key(d, key, klen);
   uint64_t now = now_ms();
   hs_dict_value_t res;
+  memset(&res, 0, sizeof res);
   if ((r = lock(d))) return r;
   blk_t *e = find(d, key, klen, h, now);
   if (!e) {
@@ -783,11 +803,11 @@ int hs_dict_stats(hs_dict_t *d, hs_dict_stats_t *st) {
 
 /* ---- the invariants, for tests ---- */
 
-#define BAD(...)                            \
-  do {                                      \
-    snprintf(err, errlen, __VA_ARGS__);     \
-    unlock(d);                              \
-    return -1;                              \
+#define BAD(...)                        \
+  do {                                  \
+    snprintf(err, errlen, __VA_ARGS__); \
+    unlock(d);                          \
+    return -1;                          \
   } while (0)
 
 int hs__dict_check(hs_dict_t *d, char *err, size_t errlen) {

@@ -14,7 +14,9 @@
  * wedge the others: the next locker gets EOWNERDEAD, and when the dead one
  * was in the middle of changing something the dictionary is emptied (its
  * links cannot be trusted), otherwise it is kept; either way it is marked
- * consistent and carries on (hs_dict_stats' recoveries counts these).
+ * consistent and carries on (hs_dict_stats' recoveries counts these). A
+ * process killed while it waits for the lock can take a wake-up with it,
+ * so a wait looks at the lock again every 20 ms rather than sleep on.
  *
  * Entries (key, value, expiry, links) are allocated inside the region by a
  * boundary-tag allocator with segregated free lists, coalescing on free.
@@ -52,12 +54,12 @@ enum { HS_DICT_NIL = 0, HS_DICT_BOOL, HS_DICT_INT, HS_DICT_FLOAT, HS_DICT_STR };
  * the bytes; coming out (hs_dict_get), len is the value's full length and
  * at most the caller's cap bytes of it were copied. */
 typedef struct hs_dict_value {
-  int type;    /* HS_DICT_* */
-  int b;       /* HS_DICT_BOOL */
-  int64_t i;   /* HS_DICT_INT */
-  double f;    /* HS_DICT_FLOAT */
+  int type;      /* HS_DICT_* */
+  int b;         /* HS_DICT_BOOL */
+  int64_t i;     /* HS_DICT_INT */
+  double f;      /* HS_DICT_FLOAT */
   const char *s; /* HS_DICT_STR going in */
-  size_t len;  /* HS_DICT_STR */
+  size_t len;    /* HS_DICT_STR */
 } hs_dict_value_t;
 
 /* Results: 0, or one of these (hs_dict_strerror gives the words scripts

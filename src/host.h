@@ -132,6 +132,18 @@ int hs_ltls_starttls(lua_State *L, hs_conn_t *c);
 int hs_ltls_settings(lua_State *L); /* hs.tls_settings */
 void hs_ltls_push_info(lua_State *L, const hs_conn_t *c);
 
+/* ldict.c: hs.dict, the dictionaries shared by every worker (dict.c) */
+/* Make the dictionaries the module declares in `dicts`; in a worker, find
+ * the ones made before it was forked. Once, at start-up, before any fork.
+ * 0, or -1 with err. */
+int hs_ldict_setup(hs_server_t *srv, char *err, size_t errlen);
+/* A reload with the new module in place: dictionaries keep their contents;
+ * one the module adds is made when this process serves alone, and one it
+ * adds in a worker, or resizes, fails the reload. 0, or -1 with err. */
+int hs_ldict_reload_check(hs_server_t *srv, char *err, size_t errlen);
+void hs_ldict_close(hs_server_t *srv); /* the mappings stay until the process exits */
+int hs_ldict_dict(lua_State *L);       /* hs.dict(name) */
+
 /* lconn.c: the Lua face of a connection */
 void hs_lconn_open(lua_State *L);
 void hs_lconn_new(hs_server_t *srv, hs_conn_t *c); /* make its box */

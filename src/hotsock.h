@@ -307,6 +307,7 @@ typedef struct hs_script {
   const char *cli_tls_key;
   struct hs_tls_opts *tls_default; /* the module's tls field and --tls-*; NULL: none */
   struct hs_tls_cache *tls_cache;  /* contexts for STARTTLS and hs.connect (ltls.c) */
+  struct hs_dicts *dicts;          /* the shared dictionaries it declared (ldict.c) */
   struct hs_reload_pending *reload_pending; /* a prepared reload awaiting its verdict */
   uint64_t load_budget;          /* ms a script load may take */
   const char *reload_trigger;    /* a reload asked for, done before the loop sleeps */

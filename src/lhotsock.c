@@ -456,7 +456,7 @@ static const luaL_Reg funcs[] = {
     {"after", hs_after},         {"every", hs_every}, {"sleep", hs_sleep},
     {"connect", hs_connect},     {"now", hs_now},     {"clients", hs_clients},
     {"broadcast", hs_broadcast}, {"stats", hs_stats}, {"reload", hs_reload},
-    {"module", hs_module},       {"tls_settings", hs_ltls_settings},
+    {"module", hs_module},       {"tls_settings", hs_ltls_settings}, {"dict", hs_ldict_dict},
     {"worker", hs_worker},       {"workers", hs_workers},   {"stopping", hs_stopping}, {NULL, NULL}};
 
 int hs_lhotsock_open(lua_State *L) {

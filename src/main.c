@@ -183,6 +183,11 @@ static int start(hs_server_t *srv, const char **listen, int nlisten, int proxy,
     fprintf(stderr, "hotsock: %s\n", err);
     return 2;
   }
+  /* The shared dictionaries: made here, before any fork (a worker finds them). */
+  if (hs_ldict_setup(srv, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s: dicts: %s\n", srv->lua.script_path, err);
+    return 2;
+  }
   hs_listen_spec_t *specs = *specs_out;
   int nspecs = *nspecs_out;
   if (specs) {

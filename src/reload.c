@@ -200,6 +200,7 @@ int hs_reload_prepare(hs_server_t *srv, const char *trigger, char *err, size_t e
   p->saved_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* the side table */
   if (r == 0) r = hs_script_load(srv, err, errlen);
   if (r == 0) r = new_tls_defaults(srv, &p->tls_default, err, errlen);
+  if (r == 0) r = hs_ldict_reload_check(srv, err, errlen);
   if (r == 0) r = call_on_reload(srv, old_ref, err, errlen);
   if (r == 0 && srv->lua.coro_style != old_style) {
     snprintf(err, errlen, "a reload cannot switch between handle and event style");

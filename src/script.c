@@ -495,4 +495,5 @@ void hs_script_close(hs_server_t *srv) {
   if (srv->lua.L) lua_close(srv->lua.L);
   srv->lua.L = NULL;
   hs_ltls_close(srv);
+  hs_ldict_close(srv);
 }
