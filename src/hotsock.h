@@ -303,6 +303,8 @@ typedef struct hs_script {
   LIST_HEAD(, hs_ltimer) timers; /* live hs.after / hs.every timers */
   LIST_HEAD(, hs_work) work;     /* hs.exec, hs.fs.*, hs.resolve under way */
   struct hs_watch *watch;        /* the script watcher, or NULL */
+  const char *source;            /* the first load's source instead of the file, or NULL */
+  size_t source_len;
   const char *cli_tls_cert;      /* --tls-cert, --tls-key */
   const char *cli_tls_key;
   struct hs_tls_opts *tls_default; /* the module's tls field and --tls-*; NULL: none */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "host.h"
@@ -257,6 +258,7 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
                  const hs_worker_t *w, int watch) {
   uv_loop_t *loop = srv->loop;
   hs_server_signals(srv);
+  hs_supervisor_block_signals(0); /* a worker's were blocked until now */
   int rc = 0;
   for (int i = 0; i < nspecs && !rc; i++) {
     rc = w ? hs_server_listen_fd(srv, w->fds[i], w_unix[i], w_names[i], ctxs[i])
@@ -291,6 +293,19 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
   return srv->exit_code;
 }
 
+/* A dead worker's socket for TCP listener l, made again for its restart. */
+static int rebind(int l, int *fd, void *arg) {
+  char name[128], err[256];
+  int is_unix;
+  (void)arg;
+  if (hs_server_bind_shared(w_names[l], 1, SOMAXCONN, fd, name, sizeof name, &is_unix, err,
+                            sizeof err) != 0) {
+    hs_logf(HS_LOG_DEBUG, HS_LOG_ERROR, 0, "%s", err);
+    return -1;
+  }
+  return 0;
+}
+
 /* --workers N: bind the listeners here, let go of this process's server
  * and script, and supervise N workers (supervisor.c); each worker starts
  * its own server and script from the settings as given (proto) and serves
@@ -301,6 +316,9 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
   int *fds = calloc((size_t)nspecs * (size_t)nworkers, sizeof *fds);
   char **unix_paths = calloc((size_t)nspecs, sizeof *unix_paths);
   int bound = 0, rc = 0;
+  /* From the first listening line on, a signal waits for the supervisor's
+   * handlers (hs_supervise) instead of killing it. */
+  hs_supervisor_block_signals(1);
   if (!fds || !unix_paths || nspecs > HS_MAX_LISTENERS) {
     fprintf(stderr, "hotsock: %s\n", fds && unix_paths ? "too many listeners for --workers"
                                                         : "out of memory");
@@ -333,8 +351,8 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
     rc = 1;
   }
   if (!rc) {
-    hs_sup_config_t cfg = {nworkers, nspecs, fds, unix_paths, stats, sizeof(hs_stats_t),
-                           proto->log_level, 30000};
+    hs_sup_config_t cfg = {nworkers,         nspecs, fds,    unix_paths, stats, sizeof(hs_stats_t),
+                           proto->log_level, 30000,  proto->lua.script_path,   rebind, NULL, w_unix};
     hs_worker_t w;
     rc = hs_supervise(&cfg, &w);
     if (rc < 0) {
@@ -348,8 +366,10 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
       hs_tls_ctx_t **wctxs = NULL;
       for (int i = 0; i < nspecs; i++) free(unix_paths[i]);
       free(unix_paths);
+      srv->lua.source = w.source;
+      srv->lua.source_len = w.source_len;
       int r = start(srv, NULL, 0, 0, NULL, &mine, &n, &wctxs);
-      if (r) return r;
+      if (r) _exit(r); /* the supervisor says so and starts it again */
       r = serve(srv, mine, n, wctxs, &w, watch && w.id == 1);
       free(fds);
       return r;
@@ -500,6 +520,14 @@ int main(int argc, char **argv) {
   int rc = start(&srv, listen, nlisten, proxy, health_addr, &specs, &nspecs, &ctxs);
   free(listen);
   if (rc) return rc;
+  char err[512];
+  int nworkers = workers_opt;
+  if (!nworkers && hs_module_workers(&srv, &nworkers, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
+    free_ctxs(ctxs, nspecs);
+    hs_listen_specs_free(specs, nspecs);
+    return 2;
+  }
   if (srv.lua.check_only) {
     /* In coroutine style each receive names its own framing: there is no
      * module framing to report. */
@@ -512,14 +540,6 @@ int main(int argc, char **argv) {
     free_ctxs(ctxs, nspecs);
     hs_listen_specs_free(specs, nspecs);
     return 0;
-  }
-  char err[512];
-  int nworkers = workers_opt;
-  if (!nworkers && hs_module_workers(&srv, &nworkers, err, sizeof err) != 0) {
-    fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
-    free_ctxs(ctxs, nspecs);
-    hs_listen_specs_free(specs, nspecs);
-    return 2;
   }
   if (nworkers > 1) return supervise(&srv, &proto, specs, nspecs, ctxs, nworkers, watch);
   return serve(&srv, specs, nspecs, ctxs, NULL, watch);

@@ -271,7 +271,16 @@ int hs_script_load(hs_server_t *srv, char *err, size_t errlen) {
   int top = lua_gettop(L);
   lua_pushcfunction(L, hs_script_msgh);
   int base = lua_gettop(L);
-  int st = luaL_loadfile(L, srv->lua.script_path);
+  int st;
+  if (srv->lua.source) {
+    /* A worker started again: the version the others run, not the file. */
+    char name[4200];
+    snprintf(name, sizeof name, "@%s", srv->lua.script_path);
+    st = luaL_loadbufferx(L, srv->lua.source, srv->lua.source_len, name, "t");
+    srv->lua.source = NULL; /* once: reloads read the file */
+  } else {
+    st = luaL_loadfile(L, srv->lua.script_path);
+  }
   if (st != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_settop(L, top);

@@ -23,9 +23,22 @@ typedef struct worker {
   long long restart_at; /* ms; 0: none due */
   unsigned backoff;   /* ms before the next restart */
   int answered;       /* in the reload under way */
+  int started_once;   /* a start now is a restart */
 } worker_t;
 
 static int sig_pipe[2] = {-1, -1};
+
+static const int sup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR2, SIGCHLD};
+#define NSIGS (int)(sizeof sup_signals / sizeof *sup_signals)
+
+void hs_supervisor_block_signals(int block) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int k = 0; k < NSIGS; k++) sigaddset(&set, sup_signals[k]);
+  sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+static void block_signals(int block) { hs_supervisor_block_signals(block); }
 
 static void on_signal(int signum) {
   int saved = errno;
@@ -41,8 +54,6 @@ static long long now_ms(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static const int sup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR2, SIGCHLD};
-#define NSIGS (int)(sizeof sup_signals / sizeof *sup_signals)
 
 typedef struct sup {
   const hs_sup_config_t *cfg;
@@ -58,7 +69,45 @@ typedef struct sup {
   char fail_msg[HS_CTL_MAX];
   int fail_worker;
   int exit_code;
+  pid_t pid;           /* the supervisor's */
+  char *source;        /* the script as every worker runs it (a restart loads this) */
+  size_t source_len;
+  char *next_source;   /* as the reload under way read it */
+  size_t next_len;
 } sup_t;
+
+/* The whole file, malloc'd; NULL when it cannot be read. */
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  size_t n = 0, cap = 0;
+  if (!f) return NULL;
+  for (;;) {
+    if (n == cap) {
+      char *more = realloc(buf, cap ? cap * 2 : 65536);
+      if (!more) {
+        free(buf);
+        fclose(f);
+        return NULL;
+      }
+      buf = more;
+      cap = cap ? cap * 2 : 65536;
+    }
+    size_t r = fread(buf + n, 1, cap - n, f);
+    n += r;
+    if (r == 0) break;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (bad) {
+    free(buf);
+    return NULL;
+  }
+  *len = n;
+  return buf;
+}
+
+static void block_signals(int block);
 
 static void send_ctl(worker_t *w, const char *msg) {
   if (w->ctl < 0) return;
@@ -70,10 +119,9 @@ static void send_ctl(worker_t *w, const char *msg) {
  * the control socket, and put signals back as they were. */
 static void become_worker(sup_t *s, int i, int ctl, hs_worker_t *out) {
   const hs_sup_config_t *cfg = s->cfg;
+  /* The signals stay blocked until the worker's own handlers are in place
+   * (main.c's serve unblocks them), so none is lost or kills it meanwhile. */
   for (int k = 0; k < NSIGS; k++) signal(sup_signals[k], SIG_DFL);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
   close(sig_pipe[0]);
   close(sig_pipe[1]);
   for (int k = 0; k < cfg->nworkers; k++)
@@ -89,6 +137,9 @@ static void become_worker(sup_t *s, int i, int ctl, hs_worker_t *out) {
   }
   /* The supervisor's end: a worker whose supervisor is gone stops. */
   prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != s->pid) _exit(0); /* it died before prctl */
+  out->source = s->w[i].started_once ? s->source : NULL;
+  out->source_len = s->source_len;
   out->id = i + 1;
   out->n = cfg->nworkers;
   out->ctl = ctl;
@@ -107,9 +158,25 @@ static int start_worker(sup_t *s, int i, hs_worker_t *out) {
     w->restart_at = now_ms() + 1000;
     return 1;
   }
+  /* A restart: the sockets closed when it died are made again. */
+  const hs_sup_config_t *cfg = s->cfg;
+  for (int l = 0; l < cfg->nlisteners; l++) {
+    int *fd = &cfg->fds[l * cfg->nworkers + i];
+    if (*fd >= 0 || cfg->shared[l]) continue;
+    if (cfg->rebind(l, fd, cfg->rebind_arg) != 0) {
+      hs_logf(cfg->log_level, HS_LOG_ERROR, 0, "worker %d: cannot listen again; retrying in 1 s",
+              i + 1);
+      close(sv[0]);
+      close(sv[1]);
+      w->restart_at = now_ms() + 1000;
+      return 1;
+    }
+  }
   /* The stats slot starts clean: a restarted worker's counters begin anew. */
   memset((char *)s->cfg->stats + (size_t)i * s->cfg->stats_size, 0, s->cfg->stats_size);
+  block_signals(1);
   pid_t pid = fork();
+  if (pid != 0) block_signals(0);
   if (pid < 0) {
     hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0, "worker %d: fork: %s", i + 1, strerror(errno));
     close(sv[0]);
@@ -126,6 +193,7 @@ static int start_worker(sup_t *s, int i, hs_worker_t *out) {
   w->pid = pid;
   w->ctl = sv[0];
   w->started = now_ms();
+  w->started_once = 1;
   w->restart_at = 0;
   hs_logf(s->cfg->log_level, HS_LOG_DEBUG, 0, "worker %d started (pid %d)", i + 1, (int)pid);
   return 1;
@@ -154,6 +222,8 @@ static void begin_reload(sup_t *s, const char *trigger) {
     }
   }
   if (!n) return;
+  free(s->next_source);
+  s->next_source = read_file(s->cfg->script_path, &s->next_len);
   s->reloading = 1;
   snprintf(s->reload_trigger, sizeof s->reload_trigger, "%s", trigger);
   s->reload_deadline = now_ms() + s->cfg->reload_timeout_ms;
@@ -167,6 +237,12 @@ static void reload_answered(sup_t *s) {
   const char *verdict = s->failed ? "abort" : "commit";
   for (int i = 0; i < s->cfg->nworkers; i++)
     if (s->w[i].pid) send_ctl(&s->w[i], verdict);
+  if (!s->failed && s->next_source) {
+    free(s->source);
+    s->source = s->next_source;
+    s->source_len = s->next_len;
+    s->next_source = NULL;
+  }
   if (s->failed)
     hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0,
             "reload (%s) failed in worker %d: %s; every worker keeps serving the code it had",
@@ -243,6 +319,15 @@ static void reap(sup_t *s) {
         hs_logf(s->cfg->log_level, HS_LOG_DEBUG, 0, "worker %d (pid %d) %s", i + 1, (int)pid, how);
         break;
       }
+      /* Its own sockets close, so the kernel sends new connections to the
+       * others meanwhile instead of queueing them for nobody. */
+      for (int l = 0; l < s->cfg->nlisteners; l++) {
+        int *fd = &s->cfg->fds[l * s->cfg->nworkers + i];
+        if (!s->cfg->shared[l] && *fd >= 0) {
+          close(*fd);
+          *fd = -1;
+        }
+      }
       /* Died while serving: start it again, waiting longer each time it
        * dies young (10 s of life resets the wait). */
       long long lived = now_ms() - w->started;
@@ -289,6 +374,8 @@ int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *out) {
   static sup_t s; /* one per process; static keeps it off the stack */
   memset(&s, 0, sizeof s);
   s.cfg = cfg;
+  s.pid = getpid();
+  s.source = read_file(cfg->script_path, &s.source_len);
   for (int i = 0; i < cfg->nworkers; i++) s.w[i].ctl = -1;
   if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
     hs_logf(cfg->log_level, HS_LOG_ERROR, 0, "supervisor: pipe: %s", strerror(errno));
@@ -302,6 +389,7 @@ int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *out) {
   for (int k = 0; k < NSIGS; k++) sigaction(sup_signals[k], &sa, NULL);
   for (int i = 0; i < cfg->nworkers; i++)
     if (start_worker(&s, i, out) == 0) return -1;
+  block_signals(0); /* main blocked them before the listening lines */
   hs_logf(cfg->log_level, HS_LOG_INFO, 0, "supervising %d workers (pid %d)", cfg->nworkers,
           (int)getpid());
   struct pollfd pfd[HS_MAX_WORKERS + 1];
@@ -366,6 +454,8 @@ int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *out) {
     }
   }
   reap(&s);
+  free(s.source);
+  free(s.next_source);
   for (int l = 0; l < cfg->nlisteners; l++)
     if (cfg->unix_paths[l]) unlink(cfg->unix_paths[l]);
   hs_logf(cfg->log_level, HS_LOG_INFO, 0, "stopped");

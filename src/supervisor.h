@@ -22,6 +22,13 @@ typedef struct hs_sup_config {
   size_t stats_size;
   int log_level;
   unsigned reload_timeout_ms; /* a worker that does not answer a reload by then fails it */
+  const char *script_path;    /* read at each reload: what a restarted worker loads */
+  /* A new socket for TCP listener l (fds of a dead worker are closed so
+   * that the kernel sends its share to the others): 0, or -1. NULL for a
+   * unix listener's, which all workers share. */
+  int (*rebind)(int l, int *fd, void *arg);
+  void *rebind_arg;
+  const int *shared;          /* per listener: 1 when its socket is shared (unix) */
 } hs_sup_config_t;
 
 /* What a worker is given. */
@@ -31,6 +38,8 @@ typedef struct hs_worker {
   int ctl;   /* its end of the control socket (SOCK_SEQPACKET) */
   int *fds;  /* per listener, its socket */
   void *stats_slot;
+  const char *source; /* after a restart: the script as the others run it */
+  size_t source_len;
 } hs_worker_t;
 
 /* Start the workers and supervise them until every one has stopped after
@@ -38,6 +47,12 @@ typedef struct hs_worker {
  * (after fork) it returns -1 with *w filled; the caller then runs the
  * server. */
 int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *w);
+
+/* Block (or unblock) the signals the supervisor and the workers handle
+ * (SIGINT, SIGTERM, SIGHUP, SIGUSR2, SIGCHLD): main blocks them before the
+ * listeners are announced; hs_supervise unblocks them in the supervisor
+ * once its handlers are in place, a worker once its own are. */
+void hs_supervisor_block_signals(int block);
 
 /* Control messages, one per SOCK_SEQPACKET datagram, text:
  *   worker -> supervisor: "reload TRIGGER", "rollback", "prepared",
