@@ -402,7 +402,15 @@ static int tls_input(hs_conn_t *c, const char *p, size_t n) {
   }
   if (!c->tls->done) {
     int r = hs_tls_handshake(c->tls, err, sizeof err);
-    if (hs_tls_pending(c->tls)) hs_server_mark_dirty(srv, c); /* handshake bytes, an alert */
+    /* The handshake's next flight leaves now, not at the end of the loop's
+     * pass: the peer waits for it (and other handshakes' signing would
+     * hold it). An alert or the last flight goes the usual way. */
+    if (hs_tls_pending(c->tls)) {
+      if (r == HS_TLS_OK)
+        hs_conn_flush(c);
+      else
+        hs_server_mark_dirty(srv, c);
+    }
     if (r == HS_TLS_ERROR) {
       tls_failed(c, err);
       return -1;

@@ -144,7 +144,6 @@ static int ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *key) {
  * handshake follows), -1 an error. */
 static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *ctx,
                      EVP_MAC_CTX *hctx, int enc) {
-  (void)s;
   time_t now = time(NULL);
   if (!ticket_keys[0].set || now - ticket_keys_at >= HS_TLS_TICKET_ROTATE || now < ticket_keys_at)
     hs_tls_rotate_ticket_keys();
@@ -160,7 +159,10 @@ static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPH
     if (!k->set || memcmp(name, k->name, sizeof k->name) != 0) continue;
     if (EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1) return -1;
     if (!ticket_mac_init(hctx, k->hmac)) return -1;
-    return i == 0 ? 1 : 2;
+    /* 2 (renew) for an old key, and always under TLS 1.3: a client uses a
+     * 1.3 ticket once (RFC 8446 C.4), so each resumption must leave it a
+     * new one or every other connection is a full handshake. */
+    return i == 0 && SSL_version(s) != TLS1_3_VERSION ? 1 : 2;
   }
   return 0;
 }

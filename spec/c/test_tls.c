@@ -931,6 +931,33 @@ TEST(tls_ticket_renewed_under_the_new_key) {
   }
 }
 
+/* A chain of resumptions under the current key: each resumed connection
+ * leaves the client a fresh ticket, so the next one resumes too (a TLS 1.3
+ * client uses a ticket once). */
+TEST(tls_ticket_resumption_chains) {
+  for (int tls12 = 0; tls12 < 2; tls12++) {
+    hs_tls_opts_t so = server_opts(), co = client_opts();
+    hs_tls_ctx_t *sctx = make_ctx(&so, 0), *cctx = make_ctx(&co, 1);
+    SSL_SESSION *sess = NULL, *next = NULL;
+    /* A client cache, as real clients keep one: then OpenSSL's client uses
+     * a TLS 1.3 ticket only once. */
+    hs_tls_t *probe = hs_tls_new_client(cctx, NULL);
+    ASSERT_NOT_NULL(probe);
+    SSL_CTX_set_session_cache_mode(SSL_get_SSL_CTX(probe->ssl),
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    hs_tls_free(probe, NULL);
+    ASSERT_EQ(session_run(sctx, cctx, NULL, tls12, &sess), 0);
+    for (int i = 0; i < 3; i++) {
+      ASSERT_EQ(session_run(sctx, cctx, sess, tls12, &next), 1);
+      SSL_SESSION_free(sess);
+      sess = next;
+    }
+    SSL_SESSION_free(sess);
+    hs_tls_ctx_unref(sctx);
+    hs_tls_ctx_unref(cctx);
+  }
+}
+
 /* The keys are the process's: a ticket from one context opens on another
  * (a reload's), until the keys rotate twice. */
 TEST(tls_ticket_keys_shared_by_contexts) {
@@ -1302,6 +1329,7 @@ const hs_test_t hs_tls_tests[] = {
     TEST_ENTRY(tls_ticket_resumes_after_one_rotation),
     TEST_ENTRY(tls_ticket_expires_after_two_rotations),
     TEST_ENTRY(tls_ticket_renewed_under_the_new_key),
+    TEST_ENTRY(tls_ticket_resumption_chains),
     TEST_ENTRY(tls_ticket_keys_shared_by_contexts),
     TEST_ENTRY(tls_resumed_session_keeps_the_client_certificate),
     TEST_ENTRY(tls_no_tickets_resumes_tls12_by_session_id),
