@@ -30,6 +30,7 @@ CALLGRIND=0
 PERF_PROFILE=0
 STRICT=0
 REPEAT=1       # load runs per workload and server, alternating; medians count
+WORKERS=0      # --workers N: the workers figure
 TRACER=auto
 OUT=""
 
@@ -53,6 +54,9 @@ options:
   --port N           first of the two ports used (default $PORT; env PORT)
   --tracer T         how to count syscalls: perf, strace or none (default:
                      perf if it can read syscall tracepoints, else strace)
+  --workers N        also run hotsock with one worker and with --workers N,
+                     unpinned (the workers need every CPU): CPU ns/msg over
+                     all its processes, and how the connections split
   --callgrind        also count instructions per message under callgrind
   --profile          also record a perf profile of hotsock during the
                      one-at-a-time run (perf report --stdio goes to the output)
@@ -79,6 +83,7 @@ while [ $# -gt 0 ]; do
   --port) PORT=$2; shift ;;
   --tracer) TRACER=$2; shift ;;
   --callgrind) CALLGRIND=1 ;;
+  --workers) WORKERS=$2; shift ;;
   --profile) PERF_PROFILE=1 ;;
   --out) OUT=$2; shift ;;
   --strict) STRICT=1 ;;
@@ -328,6 +333,71 @@ done
 idle uv_echo "$UV_PID" "$UV_PORT"
 idle hotsock "$HS_PID" "$HS_PORT"
 
+# ---- workers: one process, then --workers N, neither pinned ----
+tree_ticks() { # PID: utime+stime of it and its children (the workers)
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1"); do t=$((t + $(cpu_ticks "$p"))); done
+  echo "$t"
+}
+sockets_of() { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
+start_free() { # NAME LOG CMD...: start() without the CPU pinning
+  local name=$1 log=$2 i
+  shift 2
+  "$@" 2>"$log" >/dev/null &
+  local pid=$!
+  for i in $(seq 600); do
+    grep -q "listening on" "$log" 2>/dev/null && { sleep 0.3; echo "$pid"; return 0; }
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$log" >&2
+  die "$name did not start"
+}
+# workers_run NAME PID PORT WL LOADARGS...: one load run; CPU over the
+# process tree, and each worker's connections half-way through it.
+workers_run() {
+  local name=$1 pid=$2 port=$3 wl=$4 w c0 c1 res lp split="" base=()
+  shift 4
+  local kids
+  kids=$(pgrep -P "$pid" | sort -n)
+  for w in $kids; do base+=("$(sockets_of "$w")"); done
+  c0=$(tree_ticks "$pid")
+  "$LOAD" -p "$port" "$@" -d "$DUR" >"$OUT/workers.$name.$wl" 2>&1 &
+  lp=$!
+  sleep "$(awk -v d="$DUR" 'BEGIN {print d / 2}')"
+  local i=0
+  for w in $kids; do split="$split/$(($(sockets_of "$w") - base[i]))"; i=$((i + 1)); done
+  wait "$lp"
+  c1=$(tree_ticks "$pid")
+  res=$(cat "$OUT/workers.$name.$wl")
+  local msgs cpu_ns
+  msgs=$(kv msgs "$res")
+  cpu_ns=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v m="${msgs:-0}" 'BEGIN {printf "%.0f", (m > 0) ? d * 1e9 / t / m : 0}')
+  split=${split#/}
+  echo "$name $wl cpu_ns=$cpu_ns split=${split:--} $res" >>"$OUT/results"
+  printf '  %-10s %-9s %9s msg/s  p50 %7s us  p99 %7s us  %6s ns/msg  connections per worker %s\n' \
+    "$name" "$wl" "$(kv msgs_per_s "$res")" "$(kv p50_us "$res")" "$(kv p99_us "$res")" "$cpu_ns" "${split:--}"
+}
+if [ "$WORKERS" -gt 1 ]; then
+  echo
+  echo "workers: hotsock alone and with --workers $WORKERS, server and load on any CPU"
+  W1_PORT=$((PORT + 5)) WN_PORT=$((PORT + 6))
+  W1_PID=$(start_free "hotsock w1" "$OUT/w1.log" "$HOTSOCK" --no-watch -l "127.0.0.1:$W1_PORT" "$ROOT/examples/echo.lua")
+  PIDS+=("$W1_PID")
+  WN_PID=$(start_free "hotsock w$WORKERS" "$OUT/wn.log" "$HOTSOCK" --no-watch --workers "$WORKERS" -l "127.0.0.1:$WN_PORT" "$ROOT/examples/echo.lua")
+  PIDS+=("$WN_PID")
+  for w in "p1|-m rr -c 50 -s 64" "p16|-m pipeline -c 50 -s 64 -P 16"; do
+    wl=${w%%|*}
+    read -r -a args <<<"${w#*|}"
+    for ((rep = 1; rep <= REPEAT; rep++)); do
+      workers_run w1 "$W1_PID" "$W1_PORT" "$wl" "${args[@]}"
+      workers_run "w$WORKERS" "$WN_PID" "$WN_PORT" "$wl" "${args[@]}"
+    done
+  done
+  stop "$WN_PID"
+  stop "$W1_PID"
+fi
+
 if [ "$CALLGRIND" = 1 ]; then
   if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
     echo
@@ -403,6 +473,18 @@ awk -v tracer="$TRACER" -v strict="$STRICT" '
     h = hn ? (v(R["hotsock", "idle"], "rss1_kib") - v(R["hotsock", "idle"], "rss0_kib")) * 1024 / hn : 0
     u = un ? (v(R["uv_echo", "idle"], "rss1_kib") - v(R["uv_echo", "idle"], "rss0_kib")) * 1024 / un : 0
     row(sprintf("idle: RSS bytes per connection (%d)", hn), sprintf("%.0f", h), sprintf("%.0f", u), sprintf("%.2f", u > 0 ? h / u : 0), "<= 4096 bytes", mark(h <= 4096))
+    if (N["w1", "p1"]) {
+      for (k = 0; k < 2; k++) {
+        wl = k ? "p16" : "p1"
+        wn = ""
+        for (key in N) { split(key, kk, SUBSEP); if (kk[1] ~ /^w[0-9]+$/ && kk[1] != "w1" && kk[2] == wl) wn = kk[1] }
+        h = med(wn, wl, "cpu_ns"); u = med("w1", wl, "cpu_ns")
+        r = u > 0 ? h / u : 0
+        row(sprintf("%s: %s workers vs 1, CPU ns/msg (all processes)", wl, substr(wn, 2)), h, u, sprintf("%.2f", r), "<= 1.10x one worker", mark(r > 0 && r <= 1.10))
+        row(sprintf("%s:   connections per worker (mid-run)", wl), v(L[wn, wl, 1], "split"), "", "", "every worker > 0", mark(v(L[wn, wl, 1], "split") !~ /(^|\/)0(\/|$)/ && v(L[wn, wl, 1], "split") != "-"))
+        row(sprintf("%s:   msg/s, %s workers vs 1", wl, substr(wn, 2)), med(wn, wl, "msgs_per_s"), med("w1", wl, "msgs_per_s"), sprintf("%.2f", med("w1", wl, "msgs_per_s") > 0 ? med(wn, wl, "msgs_per_s") / med("w1", wl, "msgs_per_s") : 0), "", "")
+      }
+    }
     if (R["hotsock", "callgrind"] != "") {
       hi = v(R["hotsock", "callgrind"], "ir") / (v(R["hotsock", "callgrind"], "msgs") + 0.0001)
       ui = v(R["uv_echo", "callgrind"], "ir") / (v(R["uv_echo", "callgrind"], "msgs") + 0.0001)
