@@ -25,9 +25,7 @@ local ENV = { HOTSOCK_LUA_PATH = H.root .. "/lua/?.lua" }
 local CHECK_INTER = 200             -- HAProxy's check interval, ms
 local STOP_GRACE = 3 * CHECK_INTER  -- three checks see "draining" before the stop
 
-local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
-end
+local have = H.have
 
 local function sh(cmd)
   local f = assert(io.popen(cmd .. " 2>&1", "r"))
@@ -37,12 +35,7 @@ local function sh(cmd)
 end
 
 -- A free TCP port on 127.0.0.1 (bound, read, released).
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = H.free_port
 
 local function cli(port, ...)
   local parts = { "timeout 10 redis-cli -h 127.0.0.1 -p", tostring(port) }

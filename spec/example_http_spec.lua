@@ -3,9 +3,7 @@
 package.path = "spec/?.lua;" .. package.path
 local H = require "helper"
 
-local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
-end
+local have = H.have
 
 -- Run a shell command; returns stdout (stderr too when both = true) and
 -- the exit code.

@@ -5,18 +5,11 @@ package.path = "spec/?.lua;" .. package.path
 local H = require "helper"
 local socket = require "socket"
 
-local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
-end
+local have = H.have
 
 -- Run a shell command, bounded by the caller's `timeout`; returns its
 -- output (stdout and stderr) and exit code.
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  return out, ok and 0 or code
-end
+local sh = H.sh
 
 local function start(opts)
   return H.start("examples/memcached.lua", opts)
@@ -57,12 +50,7 @@ end
 
 local real -- {pid =, port =} while one runs
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = H.free_port
 
 local function start_memcached()
   local root = sh("id -u"):match("^0") and " -u nobody" or ""

@@ -6,17 +6,10 @@ local H = require "helper"
 
 local pack = string.pack
 
-local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
-end
+local have = H.have
 
 -- Run a shell command, bounded; returns stdout and the exit code.
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  return out, ok and 0 or code
-end
+local sh = H.sh
 
 -- Start a shell command in the background under `timeout`; :wait() gives
 -- its stdout and exit code once it has exited by itself.

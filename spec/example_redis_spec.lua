@@ -5,16 +5,9 @@ local H = require "helper"
 local resp = require "hotsock.resp"
 local socket = require "socket"
 
-local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
-end
+local have = H.have
 
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  return out, ok and 0 or code
-end
+local sh = H.sh
 
 -- redis-cli -p PORT args... -> output without the final newline
 local function cli(srv, ...)

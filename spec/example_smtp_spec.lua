@@ -7,18 +7,11 @@ local H = require "helper"
 
 local q = H.quote
 
-local function have(prog)
-  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
-end
+local have = H.have
 
 -- Run a shell command, bounded by the caller's `timeout`; returns its
 -- output (stdout and stderr) and exit code.
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  return out, ok and 0 or code
-end
+local sh = H.sh
 
 -- the example on a free port; args are the script's (--max-size ...),
 -- options hotsock's (--tls-cert ...)

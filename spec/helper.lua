@@ -408,10 +408,76 @@ function H.start(script, opts)
   return srv
 end
 
+-- sh(cmd) -> its output (stdout and stderr), its exit code
+function H.sh(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1", "r"))
+  local out = f:read("a")
+  local ok, _, code = f:close()
+  return out, ok and 0 or code
+end
+
+-- Whether a program is on PATH (a spec skips what needs one that is not).
+function H.have(prog)
+  return os.execute("command -v " .. prog .. " >/dev/null 2>&1") == true
+end
+
+-- A free TCP port on 127.0.0.1 (bound, read, released), for programs that
+-- cannot report the port they got (redis-server, HAProxy's frontends).
+function H.free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+-- Background programs other than hotsock (openssl s_server, HAProxy),
+-- stopped by PID in H.cleanup at the latest.
+local spawned = {}
+
+-- spawn(cmd [, limit_s]): run the shell command line cmd in the background
+-- under `timeout` (limit_s, default 60), its output in files. Returns
+-- {pid, out, err, dir}; pid is the timeout process's, which passes SIGTERM
+-- on to the command.
+function H.spawn(cmd, limit_s)
+  local d = H.tempdir()
+  local p = { dir = d, out = d .. "/out", err = d .. "/err", pidfile = d .. "/pid", rcfile = d .. "/rc" }
+  local inner = ("exec timeout -k 2 %d %s >%s 2>%s </dev/null"):format(limit_s or 60, cmd,
+    q(p.out), q(p.err))
+  local wrapper = ("( %s ) & echo $! >%s.tmp; mv %s.tmp %s; wait $!; echo $? >%s.tmp; mv %s.tmp %s")
+    :format(inner, q(p.pidfile), q(p.pidfile), q(p.pidfile), q(p.rcfile), q(p.rcfile), q(p.rcfile))
+  os.execute("sh -c " .. q(wrapper) .. " >/dev/null 2>&1 </dev/null &")
+  p.pid = H.wait_until(function()
+    local t = H.read_file(p.pidfile)
+    return t and tonumber(t:match("%d+"))
+  end, 3, 0.005)
+  assert(p.pid and p.pid > 1, "could not start: " .. cmd)
+  spawned[#spawned + 1] = p
+  return p
+end
+
+function H.spawn_exited(p) return H.read_file(p.rcfile) ~= nil end
+
+-- SIGTERM, then SIGKILL if it is still there after 5 s.
+function H.stop_spawned(p)
+  if H.spawn_exited(p) then return end
+  os.execute(("kill -TERM %d 2>/dev/null"):format(p.pid))
+  if not H.wait_until(function() return H.spawn_exited(p) end, 5, 0.02) then
+    os.execute(("kill -KILL %d 2>/dev/null"):format(p.pid))
+    H.wait_until(function() return H.spawn_exited(p) end, 3, 0.02)
+  end
+end
+
+function H.stop_all_spawned()
+  local list = spawned
+  spawned = {}
+  for _, p in ipairs(list) do H.stop_spawned(p) end
+end
+
 -- Stop every server still running, close clients, remove temp files.
 -- Raises (after cleaning everything) when a server hung or a sanitizer
 -- reported something.
 function H.cleanup()
+  H.stop_all_spawned()
   local errs = {}
   local list = running
   running = {}

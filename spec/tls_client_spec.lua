@@ -12,12 +12,7 @@ local socket = require "socket"
 
 local q = H.quote
 
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  return out, ok and 0 or code
-end
+local sh = H.sh
 
 -- A CA and what it signed: a server certificate for localhost and
 -- 127.0.0.1, one for the name localhost only (no IP), one for other.test,
@@ -55,44 +50,15 @@ end
 -- background processes (openssl s_server), stopped by PID
 ---------------------------------------------------------------------------
 
-local procs = {}
 
 -- Start `cmd` (a shell command line) in the background under `timeout`, its
 -- output in files. Returns {pid, out, err, rc}; pid is the timeout
 -- process's, which passes SIGTERM on to the command.
-local function start_proc(cmd, limit_s)
-  local d = H.tempdir()
-  local p = { out = d .. "/out", err = d .. "/err", pidfile = d .. "/pid", rcfile = d .. "/rc" }
-  local inner = ("exec timeout -k 2 %d %s >%s 2>%s </dev/null"):format(limit_s or 60, cmd,
-    q(p.out), q(p.err))
-  local wrapper = ("( %s ) & echo $! >%s.tmp; mv %s.tmp %s; wait $!; echo $? >%s.tmp; mv %s.tmp %s")
-    :format(inner, q(p.pidfile), q(p.pidfile), q(p.pidfile), q(p.rcfile), q(p.rcfile), q(p.rcfile))
-  os.execute("sh -c " .. q(wrapper) .. " >/dev/null 2>&1 </dev/null &")
-  p.pid = H.wait_until(function()
-    local s = H.read_file(p.pidfile)
-    return s and tonumber(s:match("%d+"))
-  end, 3, 0.005)
-  assert(p.pid and p.pid > 1, "could not start: " .. cmd)
-  procs[#procs + 1] = p
-  return p
-end
+local start_proc = H.spawn
 
-local function proc_exited(p) return H.read_file(p.rcfile) ~= nil end
+local proc_exited = H.spawn_exited
 
-local function stop_proc(p)
-  if proc_exited(p) then return end
-  os.execute(("kill -TERM %d 2>/dev/null"):format(p.pid))
-  if not H.wait_until(function() return proc_exited(p) end, 3, 0.02) then
-    os.execute(("kill -KILL %d 2>/dev/null"):format(p.pid))
-    H.wait_until(function() return proc_exited(p) end, 3, 0.02)
-  end
-end
-
-local function stop_procs()
-  local list = procs
-  procs = {}
-  for _, p in ipairs(list) do stop_proc(p) end
-end
+local stop_procs = H.stop_all_spawned
 
 -- openssl s_server on 127.0.0.1, a free port, answering each line with
 -- the line reversed (-rev). Returns the process with .port.

@@ -11,12 +11,7 @@ local H = require "helper"
 local q = H.quote
 
 -- Run a shell command; its output (stdout and stderr) and exit code.
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  return out, ok and 0 or code
-end
+local sh = H.sh
 
 local function write(path, data)
   local f = assert(io.open(path, "wb"))

@@ -7,12 +7,7 @@ local H = require "helper"
 
 local q = H.quote
 
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1", "r"))
-  local out = f:read("a")
-  local ok, _, code = f:close()
-  return out, ok and 0 or code
-end
+local sh = H.sh
 
 -- A CA, and a server certificate it signed for localhost and 127.0.0.1
 -- (with subjectAltName, as curl wants); a second, unrelated key for the

@@ -46,12 +46,7 @@ local function line_of(text, wanted)
   end
 end
 
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+local free_port = H.free_port
 
 after_each(function()
   T.stop_all()
