@@ -496,6 +496,19 @@ return m
     assert.are.equal(0, srv:stop())
   end)
 
+  it("with --workers 2, a session made on one worker resumes on the other (shared ticket keys)", function()
+    local srv, ports = start({ "{addr = '127.0.0.1:0', tls = true}" }, defaults(),
+      { args = { "--workers", "2" } })
+    -- Each reconnect is a new connection from a new port: the kernel spreads
+    -- them over both workers, and every one must resume.
+    for _ = 1, 3 do
+      local out = s_client(ports[1], "", "-tls1_2 -reconnect")
+      local _, reused = out:gsub("\nReused, TLSv1%.2", "")
+      assert.are.equal(5, reused, out)
+    end
+    assert.are.equal(0, srv:stop())
+  end)
+
   it("resumes a TLS 1.3 session from a ticket (s_client -sess_out / -sess_in); the script sees resumed", function()
     local srv, ports, plain = start({ "{addr = '127.0.0.1:0', tls = true}" }, defaults())
     local sess = H.tempdir() .. "/sess.pem"

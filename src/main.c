@@ -336,6 +336,12 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
     hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0, "listening on %s%s", w_names[i],
             specs[i].tls ? " (tls)" : "");
   }
+  /* Workers share the session ticket keys: the secret is made before they
+   * are forked. */
+  if (!rc && hs_tls_ticket_secret() != 0) {
+    fprintf(stderr, "hotsock: no randomness for the TLS ticket keys\n");
+    rc = 1;
+  }
   /* This process serves nothing itself. */
   free_ctxs(ctxs, nspecs);
   hs_server_abort(srv);

@@ -11,6 +11,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -108,26 +109,70 @@ static int readable(const char *what, const char *path, char *err, size_t errlen
 
 /* ---- session ticket keys ---- */
 
-/* Keys shared by every server context of the process; [0] seals new
- * tickets, [1] (the one before) still opens old ones. The loop is
- * single-threaded, so no lock. */
+/* The ticket keys come from one random secret and the hour: the key of
+ * hour e (hours since 1970) is HMAC-SHA256(secret, what || e). The secret
+ * is made once per process, and with --workers by the supervisor before
+ * it forks (hs_tls_ticket_secret), so every worker seals and opens tickets
+ * with the same keys without talking to the others, and all rotate on the
+ * hour. [0] is this hour's key, [1] the one before (still opens tickets,
+ * which are then renewed). The loop is single-threaded, so no lock. */
 static struct ticket_key {
   unsigned char name[16], aes[32], hmac[32];
   int set;
 } ticket_keys[2];
-static time_t ticket_keys_at;
+static unsigned char ticket_secret[32];
+static int ticket_secret_set;
+static long long ticket_hour = -1; /* the hour ticket_keys[0] is for */
+static long long ticket_shift;     /* hours added by hs_tls_rotate_ticket_keys */
+
+int hs_tls_ticket_secret(void) {
+  if (!ticket_secret_set) {
+    if (RAND_bytes(ticket_secret, sizeof ticket_secret) != 1) {
+      ERR_clear_error();
+      return -1;
+    }
+    ticket_secret_set = 1;
+  }
+  return 0;
+}
+
+static int derive(unsigned char *out, size_t len, const char *what, long long hour) {
+  unsigned char msg[32], md[EVP_MAX_MD_SIZE];
+  unsigned mdlen = 0;
+  size_t n = strlen(what);
+  memcpy(msg, what, n);
+  for (int i = 0; i < 8; i++) msg[n + (size_t)i] = (unsigned char)((unsigned long long)hour >> (56 - 8 * i));
+  if (!HMAC(EVP_sha256(), ticket_secret, sizeof ticket_secret, msg, n + 8, md, &mdlen) ||
+      mdlen < len) {
+    ERR_clear_error();
+    return -1;
+  }
+  memcpy(out, md, len);
+  return 0;
+}
+
+static void key_for(struct ticket_key *k, long long hour) {
+  k->set = derive(k->name, sizeof k->name, "ticket name", hour) == 0 &&
+           derive(k->aes, sizeof k->aes, "ticket aes", hour) == 0 &&
+           derive(k->hmac, sizeof k->hmac, "ticket hmac", hour) == 0;
+}
+
+/* The keys of the hour it is now (plus any shift). */
+static void refresh_keys(void) {
+  long long hour = (long long)(time(NULL) / HS_TLS_TICKET_ROTATE) + ticket_shift;
+  if (hour == ticket_hour) return;
+  if (hs_tls_ticket_secret() != 0) {
+    ticket_keys[0].set = ticket_keys[1].set = 0; /* no tickets until randomness comes back */
+    return;
+  }
+  key_for(&ticket_keys[0], hour);
+  key_for(&ticket_keys[1], hour - 1);
+  ticket_hour = hour;
+}
 
 void hs_tls_rotate_ticket_keys(void) {
-  ticket_keys[1] = ticket_keys[0];
-  struct ticket_key *k = &ticket_keys[0];
-  if (RAND_bytes(k->name, sizeof k->name) != 1 || RAND_bytes(k->aes, sizeof k->aes) != 1 ||
-      RAND_bytes(k->hmac, sizeof k->hmac) != 1) {
-    k->set = 0; /* no new tickets until randomness comes back */
-    ERR_clear_error();
-  } else {
-    k->set = 1;
-  }
-  ticket_keys_at = time(NULL);
+  ticket_shift++;
+  refresh_keys();
 }
 
 static int ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *key) {
@@ -144,9 +189,7 @@ static int ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *key) {
  * handshake follows), -1 an error. */
 static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *ctx,
                      EVP_MAC_CTX *hctx, int enc) {
-  time_t now = time(NULL);
-  if (!ticket_keys[0].set || now - ticket_keys_at >= HS_TLS_TICKET_ROTATE || now < ticket_keys_at)
-    hs_tls_rotate_ticket_keys();
+  refresh_keys();
   if (enc) {
     struct ticket_key *k = &ticket_keys[0];
     if (!k->set || RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;

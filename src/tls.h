@@ -89,10 +89,15 @@ const hs_tls_opts_t *hs_tls_ctx_opts(const hs_tls_ctx_t *ctx);
 int hs_tls_ctx_is_client(const hs_tls_ctx_t *ctx);
 
 /* Session ticket keys: one current, one previous (still accepted, and its
- * tickets renewed); they rotate every HS_TLS_TICKET_ROTATE seconds, shared
- * by every server context of the process (so reloads keep them).
- * hs_tls_rotate_ticket_keys rotates now (tests). */
+ * tickets renewed); they rotate every HS_TLS_TICKET_ROTATE seconds (on the
+ * hour), shared by every server context of the process (so reloads keep
+ * them). They are derived from a random secret and the hour, so processes
+ * forked after hs_tls_ticket_secret share them (--workers: a ticket from
+ * one worker resumes on another). hs_tls_ticket_secret makes the secret
+ * now (0, or -1 without randomness); hs_tls_rotate_ticket_keys moves to the
+ * next keys now (tests). */
 #define HS_TLS_TICKET_ROTATE 3600
+int hs_tls_ticket_secret(void);
 void hs_tls_rotate_ticket_keys(void);
 
 /* A server connection's state, or NULL when memory runs out. */
