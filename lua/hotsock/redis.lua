@@ -100,28 +100,10 @@ function M.decoder(opts)
   }, Decoder)
 end
 
-function Decoder:feed(data)
-  if self.err or data == nil or data == "" then return self end
-  if self.wait then
-    local parts = self.parts
-    parts[#parts + 1] = data
-    self.plen = self.plen + #data
-    if self.plen < self.wait then return self end
-    self.buf, self.pos = concat(parts), 1
-    self.parts, self.plen, self.wait = nil, 0, nil
-  elseif self.pos > #self.buf then
-    self.buf, self.pos = data, 1
-  else
-    self.buf, self.pos = sub(self.buf, self.pos) .. data, 1
-  end
-  return self
-end
-
--- Bytes fed and not yet part of a returned value.
-function Decoder:pending()
-  if self.wait then return self.plen end
-  return #self.buf - self.pos + 1
-end
+-- Bytes fed, and bytes fed and not yet part of a returned value: the same
+-- buffer as hotsock.resp's request decoder.
+Decoder.feed = resp.buffer_feed
+Decoder.pending = resp.buffer_pending
 
 local function fail(self, msg)
   self.err = msg

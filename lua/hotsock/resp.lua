@@ -283,6 +283,10 @@ function Decoder:pending()
   return #self.buf - self.pos + 1
 end
 
+-- The input buffer is the same for hotsock.redis's reply decoder, which
+-- keeps the same fields (buf, pos, wait, parts, plen, err).
+M.buffer_feed, M.buffer_pending = Decoder.feed, Decoder.pending
+
 local function fail(self, msg)
   self.err = "Protocol error: " .. msg
   self.buf, self.pos, self.parts, self.wait, self.argv = "", 1, nil, nil, nil
