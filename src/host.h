@@ -122,8 +122,8 @@ int hs_ltls_check_defaults(hs_server_t *srv, char *err, size_t errlen);
 int hs_ltls_server_opts(hs_server_t *srv, lua_State *L, int idx, struct hs_tls_opts *o, char *err,
                         size_t errlen);
 /* A context for settings, from the cache (borrowed). NULL with err. */
-struct hs_tls_ctx *hs_ltls_ctx(hs_server_t *srv, const struct hs_tls_opts *o, int client,
-                               char *err, size_t errlen);
+struct hs_tls_ctx *hs_ltls_ctx(hs_server_t *srv, const struct hs_tls_opts *o, int client, char *err,
+                               size_t errlen);
 struct hs_tls_ctx *hs_ltls_client_ctx(hs_server_t *srv, lua_State *L, int idx, char **sni,
                                       char *err, size_t errlen);
 void hs_ltls_flush(hs_server_t *srv); /* a reload: contexts are made anew */

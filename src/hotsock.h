@@ -30,11 +30,11 @@
 
 typedef struct hs_server hs_server_t;
 typedef struct hs_conn hs_conn_t;
-struct hs_tls;     /* tls.h: a TLS connection's state */
-struct hs_tls_ctx;  /* tls.h: TLS settings made ready (a listener's, a client's) */
-struct hs_tls_opts; /* tls.h: TLS settings as given */
+struct hs_tls;       /* tls.h: a TLS connection's state */
+struct hs_tls_ctx;   /* tls.h: TLS settings made ready (a listener's, a client's) */
+struct hs_tls_opts;  /* tls.h: TLS settings as given */
 struct hs_tls_cache; /* ltls.c */
-struct lua_State;  /* the host layer's; the socket layer only carries the pointer */
+struct lua_State;    /* the host layer's; the socket layer only carries the pointer */
 
 /* ------------------------------------------------------------------------
  * Settings and counters
@@ -78,7 +78,7 @@ typedef struct hs_stats {
   uint64_t handler_errors, handler_timeouts, oversize_frames;
   uint64_t outbuf_disconnects, timeouts;
   uint64_t reload_ok, reload_failed, generation;
-  uint64_t connects, connect_failed; /* hs.connect outcomes */
+  uint64_t connects, connect_failed;                            /* hs.connect outcomes */
   uint64_t tls_handshakes, tls_handshake_failures, tls_resumed; /* inbound (listeners, STARTTLS) */
   uint64_t proxy_failures; /* a PROXY header missing, malformed or too slow */
   uint64_t health_checks;  /* answered on health listeners */
@@ -150,11 +150,11 @@ typedef struct hs_listener {
   } h; /* first, so the handle pointer is the listener */
   hs_server_t *srv;
   int is_unix;
-  int proxy; /* connections begin with a PROXY protocol header (v1 or v2) */
-  int no_unlink; /* a worker's: the supervisor unlinks a unix socket's path */
-  int health;    /* answers health checks itself ("up" / "draining") */
-  char name[128];         /* the address as printed: "127.0.0.1:43121" */
-  char path[108];         /* unix socket path to unlink at exit */
+  int proxy;                   /* connections begin with a PROXY protocol header (v1 or v2) */
+  int no_unlink;               /* a worker's: the supervisor unlinks a unix socket's path */
+  int health;                  /* answers health checks itself ("up" / "draining") */
+  char name[128];              /* the address as printed: "127.0.0.1:43121" */
+  char path[108];              /* unix socket path to unlink at exit */
   struct hs_tls_ctx *tls;      /* a TLS listener's context (a reference), or NULL */
   struct hs_tls_ctx *tls_next; /* made again from the files for a reload */
   struct hs_listener *next;
@@ -269,7 +269,7 @@ struct hs_conn {
   char peer_ip[48];
   int peer_port;
   char local[64];
-  char *proxy_hdr;     /* the PROXY header it began with (malloc'd), or NULL */
+  char *proxy_hdr; /* the PROXY header it began with (malloc'd), or NULL */
   size_t proxy_len;
   char proxy_peer[128]; /* with one: the balancer's address, the socket's own peer */
   uint64_t bytes_in, bytes_out;
@@ -305,18 +305,18 @@ typedef struct hs_script {
   struct hs_watch *watch;        /* the script watcher, or NULL */
   const char *source;            /* the first load's source instead of the file, or NULL */
   size_t source_len;
-  const char *cli_tls_cert;      /* --tls-cert, --tls-key */
+  const char *cli_tls_cert; /* --tls-cert, --tls-key */
   const char *cli_tls_key;
-  struct hs_tls_opts *tls_default; /* the module's tls field and --tls-*; NULL: none */
-  struct hs_tls_cache *tls_cache;  /* contexts for STARTTLS and hs.connect (ltls.c) */
-  struct hs_dicts *dicts;          /* the shared dictionaries it declared (ldict.c) */
+  struct hs_tls_opts *tls_default;          /* the module's tls field and --tls-*; NULL: none */
+  struct hs_tls_cache *tls_cache;           /* contexts for STARTTLS and hs.connect (ltls.c) */
+  struct hs_dicts *dicts;                   /* the shared dictionaries it declared (ldict.c) */
   struct hs_reload_pending *reload_pending; /* a prepared reload awaiting its verdict */
-  uint64_t load_budget;          /* ms a script load may take */
-  const char *reload_trigger;    /* a reload asked for, done before the loop sleeps */
-  int rollback_pending;          /* a rollback asked for, done before reload_trigger */
-  int exit_requested;            /* os.exit: stop before the loop sleeps */
-  int prev_module_ref;           /* the module before the last reload, during probation */
-  hs_limits_t prev_limits;       /* its settings */
+  uint64_t load_budget;                     /* ms a script load may take */
+  const char *reload_trigger;               /* a reload asked for, done before the loop sleeps */
+  int rollback_pending;                     /* a rollback asked for, done before reload_trigger */
+  int exit_requested;                       /* os.exit: stop before the loop sleeps */
+  int prev_module_ref;     /* the module before the last reload, during probation */
+  hs_limits_t prev_limits; /* its settings */
   hs_framer_t prev_framer;
   uint64_t probation_until;  /* uv_now; 0 when no probation */
   int probation_errors;      /* errors seen in the window */
@@ -359,10 +359,10 @@ struct hs_server {
   int closing_all;          /* handles are being closed; uv_run will return */
   int worker_id;            /* --workers: this worker's number (1..nworkers); 0 alone */
   int nworkers;
-  hs_stats_t *stats_all;    /* --workers: every worker's counters, shared; ours is
-                               [worker_id - 1], copied in each before-sleep pass */
-  int ctl_fd;               /* --workers: the control socket to the supervisor */
-  hs_script_t lua;          /* the host layer's part */
+  hs_stats_t *stats_all; /* --workers: every worker's counters, shared; ours is
+                            [worker_id - 1], copied in each before-sleep pass */
+  int ctl_fd;            /* --workers: the control socket to the supervisor */
+  hs_script_t lua;       /* the host layer's part */
 };
 
 /* log.c wrappers that know the server's level and current connection. */

@@ -20,10 +20,9 @@ typedef struct hs_lbox {
 } hs_lbox_t;
 
 /* Keep in the order of the F_* indexes below. */
-static const char *const readonly[] = {"id",         "peer",      "peer_ip", "peer_port",
-                                       "local_addr", "listener",  "closed",  "outbound",
-                                       "bytes_in",   "bytes_out", "tls",     "proxy",
-                                       NULL};
+static const char *const readonly[] = {"id",       "peer",   "peer_ip",  "peer_port", "local_addr",
+                                       "listener", "closed", "outbound", "bytes_in",  "bytes_out",
+                                       "tls",      "proxy",  NULL};
 
 /* Make a box for a connection still to come, kept in the registry: its
  * ref. MAY_LJMP (memory), so callers make it before the connection. */

@@ -405,8 +405,8 @@ static int hs_stats(lua_State *L) {
       size_t k = sizeof sum / sizeof *d;
       memset(&sum, 0, sizeof sum);
       for (int w = 0; w < srv->nworkers; w++) {
-        const uint64_t *src =
-            w == srv->worker_id - 1 ? (const uint64_t *)&srv->stats : (const uint64_t *)&srv->stats_all[w];
+        const uint64_t *src = w == srv->worker_id - 1 ? (const uint64_t *)&srv->stats
+                                                      : (const uint64_t *)&srv->stats_all[w];
         for (size_t i = 0; i < k; i++) d[i] += src[i];
       }
       sum.generation = srv->stats.generation;
@@ -452,12 +452,22 @@ static int hs_reload(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg funcs[] = {
-    {"after", hs_after},         {"every", hs_every}, {"sleep", hs_sleep},
-    {"connect", hs_connect},     {"now", hs_now},     {"clients", hs_clients},
-    {"broadcast", hs_broadcast}, {"stats", hs_stats}, {"reload", hs_reload},
-    {"module", hs_module},       {"tls_settings", hs_ltls_settings}, {"dict", hs_ldict_dict},
-    {"worker", hs_worker},       {"workers", hs_workers},   {"stopping", hs_stopping}, {NULL, NULL}};
+static const luaL_Reg funcs[] = {{"after", hs_after},
+                                 {"every", hs_every},
+                                 {"sleep", hs_sleep},
+                                 {"connect", hs_connect},
+                                 {"now", hs_now},
+                                 {"clients", hs_clients},
+                                 {"broadcast", hs_broadcast},
+                                 {"stats", hs_stats},
+                                 {"reload", hs_reload},
+                                 {"module", hs_module},
+                                 {"tls_settings", hs_ltls_settings},
+                                 {"dict", hs_ldict_dict},
+                                 {"worker", hs_worker},
+                                 {"workers", hs_workers},
+                                 {"stopping", hs_stopping},
+                                 {NULL, NULL}};
 
 int hs_lhotsock_open(lua_State *L) {
   hs_server_t *srv = hs_server_from_lua(L);

@@ -89,7 +89,8 @@ static int read_certs(lua_State *L, int idx, hs_tls_opts_t *o, char *err, size_t
   for (int i = 1; i <= n; i++) {
     int ok = lua_rawgeti(L, idx, i) == LUA_TTABLE;
     int top = lua_gettop(L);
-    if (ok) ok = hs_rawfield(L, top, "cert") == LUA_TSTRING && hs_rawfield(L, top, "key") == LUA_TSTRING;
+    if (ok)
+      ok = hs_rawfield(L, top, "cert") == LUA_TSTRING && hs_rawfield(L, top, "key") == LUA_TSTRING;
     if (ok && (set_str(&pairs[i - 1].cert, lua_tostring(L, top + 1)) != 0 ||
                set_str(&pairs[i - 1].key, lua_tostring(L, top + 2)) != 0)) {
       lua_settop(L, top - 1);
@@ -290,9 +291,9 @@ typedef struct hs_tls_cache {
 static char *opts_key(const hs_tls_opts_t *o, int client) {
   const char *strs[] = {o->cert, o->key, o->ca, o->ciphers, o->ciphersuites};
   size_t len = 64 + o->alpn_len * 2;
-  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) len += (strs[i] ? strlen(strs[i]) : 0) + 2;
-  for (int i = 0; i < o->ncerts; i++)
-    len += strlen(o->certs[i].cert) + strlen(o->certs[i].key) + 4;
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
+    len += (strs[i] ? strlen(strs[i]) : 0) + 2;
+  for (int i = 0; i < o->ncerts; i++) len += strlen(o->certs[i].cert) + strlen(o->certs[i].key) + 4;
   char *k = malloc(len), *p = k;
   if (!k) return NULL;
   p += sprintf(p, "%d|%d|%d|%d|%d|", client, o->min_version, o->verify_client, o->no_tickets,

@@ -264,7 +264,7 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
     rc = w ? hs_server_listen_fd(srv, w->fds[i], w_unix[i], w_names[i], ctxs[i])
            : hs_server_listen(srv, specs[i].addr, ctxs[i]);
     if (rc == 0) {
-      ctxs[i] = NULL;                      /* the listener's now */
+      ctxs[i] = NULL;                         /* the listener's now */
       srv->listeners->proxy = specs[i].proxy; /* the new listener is the first */
       srv->listeners->health = specs[i].health;
     }
@@ -320,8 +320,8 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
    * handlers (hs_supervise) instead of killing it. */
   hs_supervisor_block_signals(1);
   if (!fds || !unix_paths || nspecs > HS_MAX_LISTENERS) {
-    fprintf(stderr, "hotsock: %s\n", fds && unix_paths ? "too many listeners for --workers"
-                                                        : "out of memory");
+    fprintf(stderr, "hotsock: %s\n",
+            fds && unix_paths ? "too many listeners for --workers" : "out of memory");
     rc = 1;
   }
   for (int i = 0; i < nspecs && !rc; i++, bound++) {
@@ -350,15 +350,17 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
   hs_server_free(srv);
   uv_loop_close(srv->loop);
   hs_stats_t *stats = rc ? NULL
-                         : mmap(NULL, sizeof(hs_stats_t) * (size_t)nworkers,
-                                PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+                         : mmap(NULL, sizeof(hs_stats_t) * (size_t)nworkers, PROT_READ | PROT_WRITE,
+                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (!rc && stats == MAP_FAILED) {
     fprintf(stderr, "hotsock: shared memory for --workers: %s\n", strerror(errno));
     rc = 1;
   }
   if (!rc) {
-    hs_sup_config_t cfg = {nworkers,         nspecs, fds,    unix_paths, stats, sizeof(hs_stats_t),
-                           proto->log_level, 30000,  proto->lua.script_path,   rebind, NULL, w_unix};
+    hs_sup_config_t cfg = {nworkers,         nspecs, fds,
+                           unix_paths,       stats,  sizeof(hs_stats_t),
+                           proto->log_level, 30000,  proto->lua.script_path,
+                           rebind,           NULL,   w_unix};
     hs_worker_t w;
     rc = hs_supervise(&cfg, &w);
     if (rc < 0) {

@@ -267,21 +267,16 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
     size_t *dst;
     uint64_t *dst64;
   } sizes[] = {
-      {"max_clients", &lim->max_clients, NULL},
-      {"max_frame", &lim->max_frame, NULL},
-      {"max_inbuf", &lim->max_inbuf, NULL},
-      {"max_outbuf", &lim->max_outbuf, NULL},
-      {"low_water", &lim->low_water, NULL},
-      {"max_lua_memory", &lim->max_lua_memory, NULL},
-      {"high_water", &lim->high_water, NULL},
-      {"drain_timeout", NULL, &lim->drain_timeout},
-      {"stop_grace", NULL, &lim->stop_grace},
-      {"handler_budget", NULL, &lim->handler_budget},
+      {"max_clients", &lim->max_clients, NULL}, {"max_frame", &lim->max_frame, NULL},
+      {"max_inbuf", &lim->max_inbuf, NULL},     {"max_outbuf", &lim->max_outbuf, NULL},
+      {"low_water", &lim->low_water, NULL},     {"max_lua_memory", &lim->max_lua_memory, NULL},
+      {"high_water", &lim->high_water, NULL},   {"drain_timeout", NULL, &lim->drain_timeout},
+      {"stop_grace", NULL, &lim->stop_grace},   {"handler_budget", NULL, &lim->handler_budget},
   };
   for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-    int allow0 =
-        strcmp(sizes[i].name, "low_water") == 0 || strcmp(sizes[i].name, "drain_timeout") == 0 ||
-        strcmp(sizes[i].name, "stop_grace") == 0;
+    int allow0 = strcmp(sizes[i].name, "low_water") == 0 ||
+                 strcmp(sizes[i].name, "drain_timeout") == 0 ||
+                 strcmp(sizes[i].name, "stop_grace") == 0;
     int r = get_size(L, idx, sizes[i].name, &v, allow0, err, errlen);
     if (r < 0) return err;
     if (r > 0) {
@@ -415,8 +410,8 @@ const char *hs_module_read(lua_State *L, int idx, const hs_limits_t *cli, hs_lim
 /* One entry of the module's listen list, at the top of L: a port, an
  * address string, or a table {addr = ..., tls = true | {cert = ..., ...}}.
  * 0, or -1 with err filled. */
-static int read_listen_entry(hs_server_t *srv, lua_State *L, int i, hs_listen_spec_t *sp,
-                             char *err, size_t errlen) {
+static int read_listen_entry(hs_server_t *srv, lua_State *L, int i, hs_listen_spec_t *sp, char *err,
+                             size_t errlen) {
   int top = lua_gettop(L);
   int t = lua_type(L, top);
   char why[512];
@@ -447,7 +442,8 @@ static int read_listen_entry(hs_server_t *srv, lua_State *L, int i, hs_listen_sp
     int tt = hs_rawfield(L, top, "tls");
     if (tt == LUA_TTABLE || (tt == LUA_TBOOLEAN && lua_toboolean(L, -1))) {
       if (!(sp->tls = calloc(1, sizeof *sp->tls)) ||
-          hs_ltls_server_opts(srv, tt == LUA_TTABLE ? L : NULL, -1, sp->tls, why, sizeof why) != 0) {
+          hs_ltls_server_opts(srv, tt == LUA_TTABLE ? L : NULL, -1, sp->tls, why, sizeof why) !=
+              0) {
         free(sp->tls);
         sp->tls = NULL;
         snprintf(err, errlen, "listen[%d].tls: %s", i, why);
@@ -568,13 +564,17 @@ int hs_module_workers(hs_server_t *srv, int *n, char *err, size_t errlen) {
   int bad = 0;
   if (t == LUA_TNUMBER && lua_isinteger(L, -1)) {
     lua_Integer v = lua_tointeger(L, -1);
-    if (v >= 1 && v <= HS_MAX_WORKERS) *n = (int)v; else bad = 1;
+    if (v >= 1 && v <= HS_MAX_WORKERS)
+      *n = (int)v;
+    else
+      bad = 1;
   } else if (t == LUA_TSTRING) {
     bad = hs_parse_workers(lua_tostring(L, -1), n) != 0;
   } else if (t != LUA_TNIL) {
     bad = 1;
   }
   lua_settop(L, top);
-  if (bad) snprintf(err, errlen, "workers must be a number from 1 to %d or \"auto\"", HS_MAX_WORKERS);
+  if (bad)
+    snprintf(err, errlen, "workers must be a number from 1 to %d or \"auto\"", HS_MAX_WORKERS);
   return bad ? -1 : 0;
 }

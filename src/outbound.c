@@ -1,7 +1,7 @@
 /* outbound.c: connections hotsock makes itself (hs.connect): the connect,
  * a name lookup that does not block the loop, the TLS handshake of a TLS
- * one (driven by conn.c), and the connect deadline's end. Once connected, an outbound connection is an hs_conn_t like any
- * other and conn.c's read and write paths serve it. */
+ * one (driven by conn.c), and the connect deadline's end. Once connected, an outbound connection is
+ * an hs_conn_t like any other and conn.c's read and write paths serve it. */
 #include <stdlib.h>
 #include <string.h>
 

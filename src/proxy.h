@@ -35,8 +35,8 @@ typedef struct hs_proxy {
   /* version 2 TLVs */
   hs_proxy_span_t alpn, authority, unique_id;
   int has_ssl;
-  unsigned ssl_client;    /* PP2_CLIENT_* bits: 1 SSL, 2 cert on this conn, 4 cert in session */
-  uint32_t ssl_verify;    /* 0: the client's certificate verified */
+  unsigned ssl_client; /* PP2_CLIENT_* bits: 1 SSL, 2 cert on this conn, 4 cert in session */
+  uint32_t ssl_verify; /* 0: the client's certificate verified */
   hs_proxy_span_t ssl_version, ssl_cn, ssl_cipher, ssl_sig_alg, ssl_key_alg;
 } hs_proxy_t;
 

@@ -167,10 +167,10 @@ static int new_tls_defaults(hs_server_t *srv, struct hs_tls_opts **out, char *er
  * worker prepares, and the supervisor commits only when all succeeded).
  * The old module keeps serving meanwhile. */
 typedef struct hs_reload_pending {
-  int new_ref;        /* the new module */
+  int new_ref; /* the new module */
   hs_limits_t new_limits;
   hs_framer_t new_framer;
-  int saved_ref;      /* local modules' package.loaded entries before the load */
+  int saved_ref; /* local modules' package.loaded entries before the load */
   struct hs_tls_opts *tls_default;
   char trigger[64];
   uint64_t t0;

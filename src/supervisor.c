@@ -17,13 +17,13 @@
 #include "supervisor.h"
 
 typedef struct worker {
-  pid_t pid;          /* 0: not running */
-  int ctl;            /* the supervisor's end, or -1 */
-  long long started;  /* ms */
+  pid_t pid;            /* 0: not running */
+  int ctl;              /* the supervisor's end, or -1 */
+  long long started;    /* ms */
   long long restart_at; /* ms; 0: none due */
-  unsigned backoff;   /* ms before the next restart */
-  int answered;       /* in the reload under way */
-  int started_once;   /* a start now is a restart */
+  unsigned backoff;     /* ms before the next restart */
+  int answered;         /* in the reload under way */
+  int started_once;     /* a start now is a restart */
 } worker_t;
 
 static int sig_pipe[2] = {-1, -1};
@@ -54,25 +54,24 @@ static long long now_ms(void) {
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-
 typedef struct sup {
   const hs_sup_config_t *cfg;
   worker_t w[HS_MAX_WORKERS];
-  int stopping;      /* a stop was forwarded */
+  int stopping; /* a stop was forwarded */
   int stop_signal;
-  int reloading;     /* a reload is under way */
+  int reloading; /* a reload is under way */
   char reload_trigger[64];
   long long reload_deadline;
   int reload_queued; /* another was asked for meanwhile */
   char queued_trigger[64];
-  int failed;        /* in the reload under way */
+  int failed; /* in the reload under way */
   char fail_msg[HS_CTL_MAX];
   int fail_worker;
   int exit_code;
-  pid_t pid;           /* the supervisor's */
-  char *source;        /* the script as every worker runs it (a restart loads this) */
+  pid_t pid;    /* the supervisor's */
+  char *source; /* the script as every worker runs it (a restart loads this) */
   size_t source_len;
-  char *next_source;   /* as the reload under way read it */
+  char *next_source; /* as the reload under way read it */
   size_t next_len;
 } sup_t;
 
@@ -154,7 +153,8 @@ static int start_worker(sup_t *s, int i, hs_worker_t *out) {
   worker_t *w = &s->w[i];
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0, "worker %d: socketpair: %s", i + 1, strerror(errno));
+    hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0, "worker %d: socketpair: %s", i + 1,
+            strerror(errno));
     w->restart_at = now_ms() + 1000;
     return 1;
   }
@@ -293,7 +293,8 @@ static void describe_exit(int status, char *out, size_t len) {
   if (WIFEXITED(status))
     snprintf(out, len, "exited with code %d", WEXITSTATUS(status));
   else if (WIFSIGNALED(status))
-    snprintf(out, len, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    snprintf(out, len, "was killed by signal %d (%s)", WTERMSIG(status),
+             strsignal(WTERMSIG(status)));
   else
     snprintf(out, len, "stopped");
 }

@@ -16,9 +16,9 @@
 typedef struct hs_sup_config {
   int nworkers;
   int nlisteners;
-  int *fds;           /* fds[l * nworkers + w]: listener l's socket for worker w */
-  char **unix_paths;  /* per listener: the path to unlink at exit, or NULL */
-  void *stats;        /* shared: nworkers slots of stats_size bytes */
+  int *fds;          /* fds[l * nworkers + w]: listener l's socket for worker w */
+  char **unix_paths; /* per listener: the path to unlink at exit, or NULL */
+  void *stats;       /* shared: nworkers slots of stats_size bytes */
   size_t stats_size;
   int log_level;
   unsigned reload_timeout_ms; /* a worker that does not answer a reload by then fails it */
@@ -28,15 +28,15 @@ typedef struct hs_sup_config {
    * unix listener's, which all workers share. */
   int (*rebind)(int l, int *fd, void *arg);
   void *rebind_arg;
-  const int *shared;          /* per listener: 1 when its socket is shared (unix) */
+  const int *shared; /* per listener: 1 when its socket is shared (unix) */
 } hs_sup_config_t;
 
 /* What a worker is given. */
 typedef struct hs_worker {
-  int id;    /* 1..n */
-  int n;     /* how many */
-  int ctl;   /* its end of the control socket (SOCK_SEQPACKET) */
-  int *fds;  /* per listener, its socket */
+  int id;   /* 1..n */
+  int n;    /* how many */
+  int ctl;  /* its end of the control socket (SOCK_SEQPACKET) */
+  int *fds; /* per listener, its socket */
   void *stats_slot;
   const char *source; /* after a restart: the script as the others run it */
   size_t source_len;

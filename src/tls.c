@@ -23,8 +23,8 @@ struct hs_tls_ctx {
   int refs;
   int client;
   unsigned char sid[32]; /* session id context: what a session is valid for */
-  SSL_CTX *ctx;       /* the default certificate (a server's), or a client's */
-  SSL_CTX **sni;      /* a server's other certificates, one context each */
+  SSL_CTX *ctx;          /* the default certificate (a server's), or a client's */
+  SSL_CTX **sni;         /* a server's other certificates, one context each */
   int nsni;
   hs_tls_opts_t opts; /* what it was made from */
 };
@@ -141,7 +141,8 @@ static int derive(unsigned char *out, size_t len, const char *what, long long ho
   unsigned mdlen = 0;
   size_t n = strlen(what);
   memcpy(msg, what, n);
-  for (int i = 0; i < 8; i++) msg[n + (size_t)i] = (unsigned char)((unsigned long long)hour >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    msg[n + (size_t)i] = (unsigned char)((unsigned long long)hour >> (56 - 8 * i));
   if (!HMAC(EVP_sha256(), ticket_secret, sizeof ticket_secret, msg, n + 8, md, &mdlen) ||
       mdlen < len) {
     ERR_clear_error();
@@ -323,7 +324,8 @@ static SSL_CTX *make_ctx(hs_tls_ctx_t *t, const char *cert, const char *key, cha
   if (o->verify_client) {
     STACK_OF(X509_NAME) *names = NULL;
     if (!o->ca) {
-      snprintf(err, errlen, "TLS verify_client needs ca, the CA file that signs client certificates");
+      snprintf(err, errlen,
+               "TLS verify_client needs ca, the CA file that signs client certificates");
       goto fail_err;
     }
     if (!readable("CA file", o->ca, err, errlen)) goto fail_err;
@@ -333,12 +335,11 @@ static SSL_CTX *make_ctx(hs_tls_ctx_t *t, const char *cert, const char *key, cha
       goto fail;
     }
     SSL_CTX_set_client_CA_list(c, names); /* c owns names now */
-    SSL_CTX_set_verify(c,
-                       SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE |
-                           (o->verify_client == HS_TLS_VERIFY_REQUIRED
-                                ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                                : 0),
-                       NULL);
+    SSL_CTX_set_verify(
+        c,
+        SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE |
+            (o->verify_client == HS_TLS_VERIFY_REQUIRED ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        NULL);
   }
   if (load_pair(c, cert, key, err, errlen) != 0) goto fail_err;
   return c;

@@ -35,19 +35,19 @@ typedef struct hs_tls_pair {
 /* Settings of a context. Every pointer is malloc'd and owned by the struct
  * (hs_tls_opts_free); NULL or 0 is the default. */
 typedef struct hs_tls_opts {
-  char *cert, *key;      /* server: required; client: a client certificate */
-  hs_tls_pair_t *certs;  /* server: more certificates, chosen by SNI */
+  char *cert, *key;     /* server: required; client: a client certificate */
+  hs_tls_pair_t *certs; /* server: more certificates, chosen by SNI */
   int ncerts;
-  unsigned char *alpn;   /* protocols in preference order, wire format */
+  unsigned char *alpn; /* protocols in preference order, wire format */
   size_t alpn_len;
-  int min_version;       /* 12 or 13 (TLS 1.2, 1.3); 0: 12 */
-  char *ciphers;         /* TLS 1.2 cipher list, OpenSSL syntax */
-  char *ciphersuites;    /* TLS 1.3 suites */
-  int verify_client;     /* server: HS_TLS_VERIFY_* */
-  char *ca;              /* server: CA of client certificates; client: CA
-                            to verify the server (else the system's) */
-  int no_tickets;        /* server: no session tickets */
-  int no_verify;         /* client: do not verify the server */
+  int min_version;    /* 12 or 13 (TLS 1.2, 1.3); 0: 12 */
+  char *ciphers;      /* TLS 1.2 cipher list, OpenSSL syntax */
+  char *ciphersuites; /* TLS 1.3 suites */
+  int verify_client;  /* server: HS_TLS_VERIFY_* */
+  char *ca;           /* server: CA of client certificates; client: CA
+                         to verify the server (else the system's) */
+  int no_tickets;     /* server: no session tickets */
+  int no_verify;      /* client: do not verify the server */
 } hs_tls_opts_t;
 
 void hs_tls_opts_free(hs_tls_opts_t *o);
