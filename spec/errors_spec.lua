@@ -187,6 +187,33 @@ return {
     assert.are.equal(0, rc, out .. err)
   end)
 
+  it("a setting one or two edits from a real one is a typo, with a suggestion; a script's own fields are not", function()
+    local cases = {
+      { "framming = 'line'", "unknown setting \"framming\" (did you mean framing?)" },
+      { "max_clinets = 10", "unknown setting \"max_clinets\" (did you mean max_clients?)" },
+      { "timeout = { idle = 1 }", "unknown setting \"timeout\" (did you mean timeouts?)" },
+      { "listn = 7000", "unknown setting \"listn\" (did you mean listen?)" },
+    }
+    for _, c in ipairs(cases) do
+      local script = H.write_script("return { " .. c[1] .. ", on_message = function() end }")
+      local rc, out, err = H.run({ "--check", script })
+      assert.are.equal(2, rc, c[1] .. ": " .. out .. err)
+      assert.truthy(err:find(c[2], 1, true), err)
+    end
+    -- the script's own fields: a function close to a setting's name, and
+    -- names far from every setting
+    local ok = H.write_script([[
+return {
+  listens = function() end,
+  greeting = "hello",
+  counters = {},
+  on_message = function() end,
+}
+]])
+    local rc, out, err = H.run({ "--check", ok })
+    assert.are.equal(0, rc, out .. err)
+  end)
+
   it("an error in a timer is logged with a traceback and an every timer keeps running", function()
     local srv = H.start([[
 local hs = require "hotsock"

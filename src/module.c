@@ -29,6 +29,49 @@ static const char *const handler_names[] = {
     "on_connect", "on_message",  "on_close", "on_drain",       "on_timeout", "on_error",
     "on_reload",  "on_shutdown", "handle",   "on_frame_error", NULL};
 
+/* The module's settings; a key one or two edits away from one of these is
+ * taken for a typo ("framming"), since it would otherwise be ignored. */
+static const char *const setting_names[] = {
+    "listen",        "framing",        "max_clients",    "max_frame", "max_inbuf",
+    "max_outbuf",    "low_water",      "high_water",     "timeouts",  "backlog",
+    "drain_timeout", "handler_budget", "max_lua_memory", "reload",    "workers",
+    "tls",           "dicts",          "stop_grace",     NULL};
+
+/* Edits (insert, delete, replace, swap two neighbours) from a to b, or 3
+ * when more than 2. */
+static int edits(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 32 || lb > 32 || (la > lb ? la - lb : lb - la) > 2) return 3;
+  int d[33][33];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < v) v = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
+        v = d[i - 2][j - 2] + 1;
+      d[i][j] = v;
+    }
+  return d[la][lb] > 2 ? 3 : d[la][lb];
+}
+
+/* The setting k is probably a typo of, or NULL. A script may keep its own
+ * fields in the module (functions, tables, constants); only names close to
+ * a setting's, and not functions, are suspects. */
+static const char *near_setting(const char *k) {
+  const char *best = NULL;
+  int bd = 3;
+  for (int i = 0; setting_names[i]; i++) {
+    if (strcmp(k, setting_names[i]) == 0) return NULL;
+    int e = edits(k, setting_names[i]);
+    if (e < bd) bd = e, best = setting_names[i];
+  }
+  /* One edit, or two in a name long enough that two is still a typo. */
+  return best && (bd == 1 || (bd == 2 && strlen(k) >= 7)) ? best : NULL;
+}
+
 /* The keys a framing table may have. */
 static const char *const framing_keys[] = {"delimiter", "length",    "exact",
                                            "header",    "max_bytes", NULL};
@@ -223,6 +266,12 @@ static const char *read_module(lua_State *L, int idx, hs_limits_t *lim, hs_frame
         if (strcmp(k, handler_names[i]) == 0) known = 1;
       if (known && lua_type(L, -1) != LUA_TFUNCTION) {
         snprintf(err, errlen, "%s must be a function, not %s", k, luaL_typename(L, -1));
+        lua_pop(L, 2);
+        return err;
+      }
+      const char *near = !known && lua_type(L, -1) != LUA_TFUNCTION ? near_setting(k) : NULL;
+      if (near) {
+        snprintf(err, errlen, "unknown setting \"%s\" (did you mean %s?)", k, near);
         lua_pop(L, 2);
         return err;
       }
