@@ -13,6 +13,7 @@
 #include <lualib.h>
 
 #include "host.h"
+#include "lhelpers.h"
 
 #define HOOK_COUNT 1000 /* instructions between budget checks */
 
@@ -485,6 +486,7 @@ int hs_script_open(hs_server_t *srv) {
                      srv->lua.script_dir);
   hs_helper_path(paths + off, sizeof paths - (size_t)off);
   set_path(L, "path", paths);
+  hs_lhelpers_open(L); /* then the helpers built into the binary */
 
   lua_createtable(L, srv->lua.argc, 1);
   lua_pushstring(L, srv->lua.script_path);

@@ -17,6 +17,7 @@
 #include <lualib.h>
 
 #include "host.h"
+#include "lhelpers.h"
 #include "workbench.h"
 
 static volatile sig_atomic_t caught;
@@ -98,6 +99,7 @@ int hs_workbench_main(int argc, char **argv) {
   lua_pushfstring(L, "%s;%s", paths[0] == ';' ? paths + 1 : paths, lua_tostring(L, -1));
   lua_setfield(L, -3, "path");
   lua_pop(L, 2);
+  hs_lhelpers_open(L); /* the helpers built into the binary, after the files */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, open_sys);
   lua_setfield(L, -2, "hotsock.workbench.sys");
