@@ -338,7 +338,7 @@ struct hs_server {
   struct hs_conn_list closed;      /* closed connections whose event is due */
   uv_prepare_t prepare;            /* the before-sleep pass */
   uv_idle_t idle;                  /* keeps the loop spinning while work is pending */
-  uv_signal_t sigint, sigterm, sighup, sigusr2;
+  uv_signal_t sigint, sigterm, sighup, sigusr1, sigusr2;
   uv_timer_t drain_timer; /* shutdown deadline */
   hs_pool_t pool;         /* blocks for connection buffers */
   char *rbuf;             /* the loop's read buffer */

@@ -5,6 +5,7 @@
  * Exit codes: 0 clean stop, 1 runtime failure (cannot listen...), 2 bad
  * usage or a script that does not load. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +27,56 @@
  * unix socket (filled by the supervisor, read by each worker). */
 static char w_names[HS_MAX_LISTENERS][128];
 static int w_unix[HS_MAX_LISTENERS];
+/* --pid-file: written once the listeners are up, removed at exit (NULL in
+ * a worker: the pid is the supervisor's). */
+static const char *pid_file;
+static int pid_written;
+
+static int write_pid_file(void) {
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+  int fd = open(pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0 || write(fd, buf, (size_t)n) != n) {
+    hs_logf(HS_LOG_DEBUG, HS_LOG_ERROR, 0, "cannot write pid file %s: %s", pid_file,
+            strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  close(fd);
+  pid_written = 1;
+  return 0;
+}
+
+static void remove_pid_file(void) {
+  if (pid_file && pid_written) unlink(pid_file);
+  pid_written = 0;
+}
+
+/* Descriptors each client, listener and the rest need beyond max_clients. */
+#define HS_FD_MARGIN 32
+
+/* The soft open-file limit goes up to the hard one. */
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max) return;
+  rlim_t soft = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && rl.rlim_max == RLIM_INFINITY) {
+    rl.rlim_cur = 1048576; /* Linux's usual nr_open */
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = soft;
+  }
+}
+
+/* One warning line when max_clients cannot all be served. */
+static void check_nofile(const hs_server_t *srv) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+  unsigned long long need = (unsigned long long)srv->limits.max_clients + HS_FD_MARGIN;
+  if (need > (unsigned long long)rl.rlim_cur)
+    hs_logf(srv->log_level, HS_LOG_WARN, 0,
+            "max_clients %zu needs about %llu file descriptors; the limit is %llu (ulimit -n)",
+            srv->limits.max_clients, need, (unsigned long long)rl.rlim_cur);
+}
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -53,6 +105,10 @@ static void usage(FILE *f) {
           "      --check             load and validate the script, then exit\n"
           "      --no-watch          do not reload when the script changes (SIGHUP does)\n"
           "      --log-level LEVEL   debug, info (default), warn or error\n"
+          "      --log-file PATH     log to PATH (appended) instead of stderr; the\n"
+          "                          listening lines go to both. SIGUSR1 reopens it\n"
+          "      --pid-file PATH     write the pid to PATH once listening (with\n"
+          "                          --workers the supervisor's); removed at exit\n"
           "      --max-clients N     clients served at once (default 10000)\n"
           "      --max-frame BYTES   longest message (default 65536)\n"
           "      --max-inbuf BYTES   unframed input per client (default 1 MiB)\n"
@@ -68,8 +124,11 @@ static void usage(FILE *f) {
           "  -h, --help              print this help\n"
           "\n"
           "The default address is 127.0.0.1:7000 when neither the script nor -l\n"
-          "names one. SIGHUP reloads; SIGUSR2 logs the counters; SIGINT/SIGTERM stop\n"
-          "after draining output.\n");
+          "names one. SIGHUP reloads; SIGUSR2 logs the counters; SIGUSR1 reopens the\n"
+          "log file; SIGINT/SIGTERM stop after draining output. At start the soft\n"
+          "open-file limit is raised to the hard one; a warning says when it is\n"
+          "too low for max_clients. Control bytes in logged text are written \\xNN;\n"
+          "under systemd (JOURNAL_STREAM) each line starts with its priority, <6>.\n");
 }
 
 enum {
@@ -90,7 +149,9 @@ enum {
   OPT_PROXY,
   OPT_WORKERS,
   OPT_HEALTH,
-  OPT_STOP_GRACE
+  OPT_STOP_GRACE,
+  OPT_LOG_FILE,
+  OPT_PID_FILE
 };
 
 static int parse_size(const char *opt, const char *s, size_t *out) {
@@ -272,6 +333,7 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
   free_ctxs(ctxs, nspecs);
   hs_listen_specs_free(specs, nspecs);
   if (rc == 0 && w && hs_worker_attach(srv, w) != 0) rc = 1;
+  if (rc == 0 && pid_file && write_pid_file() != 0) rc = 1;
   if (rc != 0) {
     hs_server_abort(srv); /* an hs.connect the chunk made closes too */
     uv_run(loop, UV_RUN_DEFAULT);
@@ -282,6 +344,7 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
   }
   if (watch) hs_watch_start(srv);
   uv_run(loop, UV_RUN_DEFAULT);
+  remove_pid_file();
   hs_log(srv, HS_LOG_INFO, "stopped");
   hs_script_close(srv);
   hs_server_free(srv);
@@ -333,8 +396,7 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
       break;
     }
     if (w_unix[i]) unix_paths[i] = strdup(w_names[i] + 5);
-    hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0, "listening on %s%s", w_names[i],
-            specs[i].tls ? " (tls)" : "");
+    hs_logf_console(HS_LOG_INFO, "listening on %s%s", w_names[i], specs[i].tls ? " (tls)" : "");
   }
   /* Workers share the session ticket keys: the secret is made before they
    * are forked. */
@@ -342,6 +404,7 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
     fprintf(stderr, "hotsock: no randomness for the TLS ticket keys\n");
     rc = 1;
   }
+  if (!rc && pid_file && write_pid_file() != 0) rc = 1;
   /* This process serves nothing itself. */
   free_ctxs(ctxs, nspecs);
   hs_server_abort(srv);
@@ -365,6 +428,8 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
     rc = hs_supervise(&cfg, &w);
     if (rc < 0) {
       /* A worker: an ordinary server on the sockets it was given. */
+      pid_file = NULL; /* the supervisor's, not this one's */
+      pid_written = 0;
       *srv = *proto;
       srv->worker_id = w.id;
       srv->nworkers = w.n;
@@ -383,6 +448,7 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
       return r;
     }
   }
+  remove_pid_file();
   /* Sockets still open (a failed start; after a stop they are closed). */
   for (int i = 0; fds && i < bound; i++)
     for (int k = 0; k < (w_unix[i] ? 1 : nworkers); k++)
@@ -418,6 +484,8 @@ int main(int argc, char **argv) {
                                        {"workers", required_argument, NULL, OPT_WORKERS},
                                        {"health", required_argument, NULL, OPT_HEALTH},
                                        {"stop-grace", required_argument, NULL, OPT_STOP_GRACE},
+                                       {"log-file", required_argument, NULL, OPT_LOG_FILE},
+                                       {"pid-file", required_argument, NULL, OPT_PID_FILE},
                                        {"version", no_argument, NULL, 'V'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -428,7 +496,7 @@ int main(int argc, char **argv) {
   srv.cli.timeouts = (hs_timeouts_t){HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET, HS_UNSET};
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
   int nlisten = 0, watch = 1, proxy = 0, workers_opt = 0, ch;
-  const char *health_addr = NULL;
+  const char *health_addr = NULL, *log_file = NULL;
   size_t v;
   if (!listen) return 1;
   /* "+": options end at the script; what follows belongs to it. */
@@ -478,6 +546,8 @@ int main(int argc, char **argv) {
     case OPT_TLS_KEY: srv.lua.cli_tls_key = optarg; break;
     case OPT_PROXY: proxy = 1; break;
     case OPT_HEALTH: health_addr = optarg; break;
+    case OPT_LOG_FILE: log_file = optarg; break;
+    case OPT_PID_FILE: pid_file = optarg; break;
     case OPT_STOP_GRACE:
       if (parse_ms("--stop-grace", optarg, &v)) return 2;
       srv.cli.stop_grace = v;
@@ -521,6 +591,18 @@ int main(int argc, char **argv) {
 
   /* A peer that goes away mid-write is a normal close, not a signal. */
   signal(SIGPIPE, SIG_IGN);
+  if (srv.lua.check_only) {
+    pid_file = NULL; /* --check serves nothing: no pid, no log file */
+  } else {
+    if (log_file) {
+      char lerr[PATH_MAX + 128];
+      if (hs_log_open(log_file, lerr, sizeof lerr) != 0) {
+        fprintf(stderr, "hotsock: --log-file: %s\n", lerr);
+        return 2;
+      }
+    }
+    raise_nofile();
+  }
   hs_server_t proto = srv; /* the settings as given, for each worker's own start */
   hs_listen_spec_t *specs = NULL;
   int nspecs = 0;
@@ -549,6 +631,7 @@ int main(int argc, char **argv) {
     hs_listen_specs_free(specs, nspecs);
     return 0;
   }
+  check_nofile(&srv);
   if (nworkers > 1) return supervise(&srv, &proto, specs, nspecs, ctxs, nworkers, watch);
   return serve(&srv, specs, nspecs, ctxs, NULL, watch);
 }

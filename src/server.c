@@ -38,8 +38,8 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev) {
   uv_unref((uv_handle_t *)&srv->drain_timer);
   uv_timer_init(loop, &srv->grace_timer);
   uv_unref((uv_handle_t *)&srv->grace_timer);
-  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2};
-  for (int i = 0; i < 4; i++) { /* started by hs_server_signals */
+  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2, &srv->sigusr1};
+  for (int i = 0; i < 5; i++) { /* started by hs_server_signals */
     uv_signal_init(loop, s[i]);
     s[i]->data = srv;
     uv_unref((uv_handle_t *)s[i]);
@@ -370,7 +370,7 @@ int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls)
   l->next = srv->listeners;
   srv->listeners = l;
   /* The contract: one line per listener on stderr, whatever the log level. */
-  hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0, "listening on %s%s", l->name, tls ? " (tls)" : "");
+  hs_logf_console(HS_LOG_INFO, "listening on %s%s", l->name, tls ? " (tls)" : "");
   return 0;
 }
 
@@ -490,6 +490,7 @@ static void close_all(hs_server_t *srv) {
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);
   uv_close((uv_handle_t *)&srv->sigusr2, NULL);
+  uv_close((uv_handle_t *)&srv->sigusr1, NULL);
   srv->ev->closing(srv);
   uv_walk(srv->loop, walk_close, NULL);
 }
@@ -579,6 +580,11 @@ static void signal_cb(uv_signal_t *h, int signum) {
     srv->ev->report(srv);
     return;
   }
+  if (signum == SIGUSR1) {
+    /* logrotate renamed the --log-file: new lines go to a new one. */
+    if (hs_log_reopen() == 1) hs_log(srv, HS_LOG_INFO, "SIGUSR1: log file reopened");
+    return;
+  }
   if (srv->stopping) {
     hs_log(srv, HS_LOG_WARN, "second signal: stopping now");
     abort_all(srv);
@@ -589,9 +595,9 @@ static void signal_cb(uv_signal_t *h, int signum) {
 }
 
 int hs_server_signals(hs_server_t *srv) {
-  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2};
-  int nums[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR2};
-  for (int i = 0; i < 4; i++) {
+  uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2, &srv->sigusr1};
+  int nums[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR2, SIGUSR1};
+  for (int i = 0; i < 5; i++) {
     uv_signal_start(s[i], signal_cb, nums[i]);
     uv_unref((uv_handle_t *)s[i]);
   }

@@ -28,7 +28,7 @@ typedef struct worker {
 
 static int sig_pipe[2] = {-1, -1};
 
-static const int sup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR2, SIGCHLD};
+static const int sup_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD};
 #define NSIGS (int)(sizeof sup_signals / sizeof *sup_signals)
 
 void hs_supervisor_block_signals(int block) {
@@ -447,9 +447,12 @@ int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *out) {
           begin_stop(&s, signum);
         } else if (signum == SIGHUP) {
           begin_reload(&s, "SIGHUP");
-        } else if (signum == SIGUSR2) {
+        } else if (signum == SIGUSR2 || signum == SIGUSR1) {
+          /* SIGUSR1: every process reopens its --log-file, this one too. */
+          if (signum == SIGUSR1 && hs_log_reopen() == 1)
+            hs_logf(cfg->log_level, HS_LOG_INFO, 0, "SIGUSR1: log file reopened");
           for (int i = 0; i < cfg->nworkers; i++)
-            if (s.w[i].pid) kill(s.w[i].pid, SIGUSR2);
+            if (s.w[i].pid) kill(s.w[i].pid, signum);
         }
       }
     }
