@@ -629,6 +629,13 @@ int main(int argc, char **argv) {
              hs_framer_describe(&srv.framer, fb, sizeof fb));
     free_ctxs(ctxs, nspecs);
     hs_listen_specs_free(specs, nspecs);
+    /* Let go of what the load made (an hs.connect of the chunk included),
+     * so a check ends as cleanly as a stop. */
+    hs_server_abort(&srv);
+    uv_run(srv.loop, UV_RUN_DEFAULT);
+    hs_script_close(&srv);
+    hs_server_free(&srv);
+    uv_loop_close(srv.loop);
     return 0;
   }
   check_nofile(&srv);
