@@ -20,6 +20,32 @@ describe("the hotsock command line", function()
     assert.truthy(text:find("hotsock", 1, true), "usage does not name hotsock: " .. text)
   end)
 
+  it("--check refuses a listen address a run could not try, and binds nothing", function()
+    local script = H.write_script("return { on_message = function() end }")
+    local cases = {
+      { "nonsense", 'bad port in "nonsense"' },
+      { "127.0.0.1:70000", 'bad port in "127.0.0.1:70000"' },
+      { "unix:", 'bad unix socket path in "unix:"' },
+      { "[::1:80", 'bad address "[::1:80"' },
+    }
+    for _, c in ipairs(cases) do
+      local rc, out, err = H.run({ "--check", "-l", c[1], script })
+      assert.are.equal(2, rc, c[1] .. ": " .. out .. err)
+      assert.truthy(err:find(c[2], 1, true), err)
+    end
+    -- from the module's listen field too
+    local bad = H.write_script("return { listen = '127.0.0.1:99999', on_message = function() end }")
+    local rc, _, err = H.run({ "--check", bad })
+    assert.are.equal(2, rc, err)
+    assert.truthy(err:find('bad port in "127.0.0.1:99999"', 1, true), err)
+    -- a good address passes, and is not bound: the same port can be checked twice
+    local s = require("socket").bind("127.0.0.1", 0)
+    local _, port = s:getsockname()
+    rc = H.run({ "--check", "-l", "127.0.0.1:" .. port, script })
+    s:close()
+    assert.are.equal(0, rc)
+  end)
+
   it("prints usage for --help and exits 0", function()
     local rc, out, err = H.run({ "--help" })
     assert.are.equal(0, rc)

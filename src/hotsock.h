@@ -376,6 +376,10 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev);
 /* tls: the context of a TLS listener, whose reference the listener holds
  * from a 0 return on. */
 int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls);
+/* Whether addr is one hs_server_listen could try (a port up to 65535, an
+ * address or a name that resolves, a unix path that fits), without
+ * binding: 0, or -1 with err (for --check). */
+int hs_server_check_addr(const char *addr, char *err, size_t errlen);
 /* A reload reads every TLS listener's certificate and key files again:
  * prepare makes the new contexts (0, or -1 with err naming the listener,
  * and nothing changed); commit puts them in place (ok) or drops them. Live

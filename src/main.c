@@ -619,6 +619,16 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (srv.lua.check_only) {
+    /* Every listen address must be one a run could try; nothing is bound. */
+    for (int i = 0; i < nspecs; i++) {
+      char aerr[512];
+      if (hs_server_check_addr(specs[i].addr, aerr, sizeof aerr) != 0) {
+        fprintf(stderr, "hotsock: listen: %s\n", aerr);
+        free_ctxs(ctxs, nspecs);
+        hs_listen_specs_free(specs, nspecs);
+        return 2;
+      }
+    }
     /* In coroutine style each receive names its own framing: there is no
      * module framing to report. */
     char fb[128];

@@ -454,6 +454,20 @@ int hs_server_listen_fd(hs_server_t *srv, int fd, int is_unix, const char *name,
   return 0;
 }
 
+int hs_server_check_addr(const char *addr, char *err, size_t errlen) {
+  if (strncmp(addr, "unix:", 5) == 0) {
+    struct sockaddr_un un;
+    size_t n = strlen(addr + 5);
+    if (n == 0 || n >= sizeof un.sun_path) {
+      snprintf(err, errlen, "bad unix socket path in \"%s\"", addr);
+      return -1;
+    }
+    return 0;
+  }
+  struct sockaddr_storage ss;
+  return parse_inet(addr, &ss, err, errlen);
+}
+
 /* Stop listening. The listeners' memory stays until hs_server_free:
  * connections still closing name them (conn.listener, a unix peer). */
 static void close_listeners(hs_server_t *srv) {
