@@ -25,7 +25,10 @@ local function cli(port, ...)
   return (sh(table.concat(parts, " ")):gsub("\n$", ""))
 end
 
--- A deterministic text form of a decoded value, for comparisons.
+-- A deterministic text form of a decoded value, for comparisons: the
+-- same function in this file and in the scripts (PRELUDE), from one source.
+local SHOW_SRC = [==[
+local redis = ...
 local function show(v)
   if v == nil then return "nil" end
   if v == redis.null then return "null" end
@@ -51,38 +54,16 @@ local function show(v)
   table.sort(out)
   return "{" .. table.concat(out, ",") .. "}"
 end
+return show
+]==]
+local show = assert(load(SHOW_SRC))(redis)
 
 -- The same, for scripts: defines show(v) and out(conn, ...).
 local PRELUDE = [[
 local hs = require "hotsock"
 local redis = require "hotsock.redis"
 local port = tonumber(arg[1])
-local show
-function show(v)
-  if v == nil then return "nil" end
-  if v == redis.null then return "null" end
-  local t = type(v)
-  if t == "number" then
-    if math.type(v) == "float" then
-      if v ~= v then return "nan" end
-      return ("%.17g"):format(v) .. "f"
-    end
-    return tostring(v)
-  end
-  if t ~= "table" then return tostring(v) end
-  if redis.is_error(v) then return "err(" .. v.err .. ")" end
-  -- a list, or a pipeline's results (a list with its length in n)
-  local n = 0
-  for k in pairs(v) do if not (k == "n" and v.n == #v) then n = n + 1 end end
-  local out = {}
-  if n == #v then
-    for i = 1, #v do out[i] = show(v[i]) end
-    return "[" .. table.concat(out, ",") .. "]"
-  end
-  for k, x in pairs(v) do out[#out + 1] = show(k) .. "=" .. show(x) end
-  table.sort(out)
-  return "{" .. table.concat(out, ",") .. "}"
-end
+local show = assert(load(]] .. ("%q"):format(SHOW_SRC) .. [[))(redis)
 local function out(conn, ...)
   local t = table.pack(...)
   for i = 1, t.n do t[i] = show(t[i]) end
