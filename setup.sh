@@ -14,7 +14,9 @@ build_pkgs=(gcc make libc6-dev cmake pkg-config liblua5.4-dev libuv1-dev libssl-
 run_pkgs=(lua-socket) # `hotsock test` and `hotsock record` use LuaSocket
 test_pkgs=(lua5.4 lua-busted lua-socket socat netcat-openbsd clang libclang-rt-14-dev
   redis-tools redis-server curl wrk strace mosquitto-clients libmemcached-tools memcached openssl
-  swaks libnet-ssleay-perl lua-sec haproxy)
+  swaks libnet-ssleay-perl lua-sec haproxy
+  man-db groff-base dpkg-dev # packaging_spec: man -l, groff -ww, cpack -G DEB (dpkg-shlibdeps)
+  prometheus chromium)       # admin_spec: promtool check metrics; the status page, headless
 
 install_missing() {
   local missing=()

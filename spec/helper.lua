@@ -55,6 +55,8 @@ local function file_exists(path)
   if f then f:close() return true end
   return false
 end
+H.write_file = write_file
+H.file_exists = file_exists
 
 local ROOT
 do
@@ -386,7 +388,8 @@ function H.start(script, opts)
   local ok = H.wait_until(function()
     local text = srv:stderr()
     local addrs = {}
-    for a in text:gmatch("listening on (%S+)") do addrs[#addrs + 1] = a end
+    -- [^%s"]: with --log-format json the address is followed by '"}'
+    for a in text:gmatch('listening on ([^%s"]+)') do addrs[#addrs + 1] = a end
     srv.addrs = addrs
     if #addrs >= want then return true end
     if srv:exited() then return "exited" end

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "conn_int.h"
 #include "hotsock.h"
 #include "tls.h"
@@ -231,7 +232,7 @@ static void frame_error(hs_conn_t *c, int r, const char *detail) {
   /* The host may answer (a "-ERR Protocol error", a 431); what it and
    * earlier handlers queued is then sent before the connection closes.
    * Without an answer the connection is reset at once. */
-  if (srv->ev->frame_error(c, why)) {
+  if (!(c->flags & HS_CONN_ADMIN) && srv->ev->frame_error(c, why)) {
     if (hs_conn_is_open(c)) linger_close(c, why);
     return;
   }
@@ -313,11 +314,15 @@ void hs_conn_dispatch(hs_conn_t *c) {
         break;
       }
     }
-    srv->stats.frames_in++;
     delivered = 1;
     hs_frame_join(&c->framer, (char *)p, &fr); /* input is writable: the loop's or c->in's */
     consume(c, fr.consumed);                   /* the bytes stay put until settle() */
     if (pull) c->flags &= ~HS_CONN_WANT;
+    if (c->flags & HS_CONN_ADMIN) { /* the core's own line, not the script's */
+      if (hs_admin_frame(c, p + fr.off, fr.len) != 0) break;
+      continue;
+    }
+    srv->stats.frames_in++;
     if (srv->ev->frame(c, &c->framer, p + fr.off, fr.len) != 0) break;
   }
   c->flags &= ~HS_CONN_DISPATCHING;
@@ -381,9 +386,11 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
-  srv->stats.bytes_in += (uint64_t)nread;
+  if (!(c->flags & HS_CONN_ADMIN)) srv->stats.bytes_in += (uint64_t)nread; /* the core's own */
   c->bytes_in += (uint64_t)nread;
   c->last_read = uv_now(srv->loop);
+  if (c->tracer && !c->tls && !(c->flags & HS_CONN_PROXY_WAIT))
+    hs_admin_trace(c, 0, buf->base, (size_t)nread);
   if (c->flags & HS_CONN_PROXY_WAIT) {
     if (hs_conn_proxy_input(c, buf->base, (size_t)nread) != 0) return;
   } else if (c->tls) {
@@ -553,7 +560,7 @@ void hs_conn_flush(hs_conn_t *c) {
     uv_buf_t b = uv_buf_init((char *)hs_buf_peek(src), (unsigned)n);
     int r = uv_try_write(&c->h.stream, &b, 1);
     if (r > 0) {
-      srv->stats.bytes_out += (uint64_t)r;
+      if (!(c->flags & HS_CONN_ADMIN)) srv->stats.bytes_out += (uint64_t)r;
       c->bytes_out += (uint64_t)r;
       c->last_write = uv_now(srv->loop);
       hs_buf_consume(src, (size_t)r, &srv->pool);
@@ -606,7 +613,7 @@ static void write_cb(uv_write_t *req, int status) {
     hs_conn_abort(c, error_reason(c, status));
     return;
   }
-  srv->stats.bytes_out += hs_buf_len(&c->inflight);
+  if (!(c->flags & HS_CONN_ADMIN)) srv->stats.bytes_out += hs_buf_len(&c->inflight);
   c->bytes_out += hs_buf_len(&c->inflight);
   c->last_write = uv_now(srv->loop);
   hs_buf_release(&c->inflight, &srv->pool);
@@ -616,6 +623,7 @@ static void write_cb(uv_write_t *req, int status) {
 /* Queue bytes for the peer; they are written before the loop sleeps. */
 int hs_conn_send(hs_conn_t *c, const char *p, size_t n) {
   if (n == 0) return 0;
+  if (c->tracer) hs_admin_trace(c, 1, p, n);
   if (hs_buf_append(&c->out, p, n, &c->srv->pool) != 0) return UV_ENOMEM;
   hs_server_mark_dirty(c->srv, c);
   return 0;
@@ -642,6 +650,8 @@ void hs_conn_start(hs_conn_t *c) {
   TAILQ_INSERT_TAIL(&srv->conns, c, link);
   srv->stats.active++;
   srv->stats.accepted++;
+  c->listener->accepted++;
+  c->listener->active++;
   /* A TLS client is opened when its handshake completes (tls_input). */
   if (!(c->flags & HS_CONN_UNSEEN)) srv->ev->opened(c);
   if (hs_conn_is_open(c)) {
@@ -661,6 +671,7 @@ static void maybe_free(hs_conn_t *c) {
   hs_buf_release(&c->inflight, &srv->pool);
   if (c->tls) hs_tls_free(c->tls, &srv->pool);
   free(c->proxy_hdr);
+  free(c->adm);
   free(c);
   if (srv->stopping && TAILQ_EMPTY(&srv->conns)) hs_server_stop(srv);
 }
@@ -699,10 +710,12 @@ static void finish(hs_conn_t *c, int reset) {
   }
   TAILQ_INSERT_TAIL(&srv->closed, c, queue);
   hs_server_wake(srv);
-  if (!(c->flags & (HS_CONN_OUTBOUND | HS_CONN_HEALTH))) {
+  if (!(c->flags & (HS_CONN_OUTBOUND | HS_CONN_HEALTH | HS_CONN_ADMIN))) {
     srv->stats.active--;
     srv->stats.closed++;
+    c->listener->active--;
   }
+  if (srv->admin) hs_admin_finished(c);
   if (!c->reason) c->reason = "closed";
   hs_log_conn(srv, c, HS_LOG_DEBUG, "closed: %s", c->reason);
   hs_outbound_forget(c);

@@ -10,6 +10,7 @@
 
 #include <lauxlib.h>
 
+#include "admin.h"
 #include "host.h"
 #include "lwork.h"
 
@@ -27,9 +28,11 @@ static void run(hs_server_t *srv, hs_conn_t *o, int nargs) {
   hs_conn_t *prev = srv->lua.current;
   srv->lua.current = o;
   o->lua.running = 1;
+  uint64_t t0 = srv->admin ? uv_hrtime() : 0; /* for /metrics */
   hs_script_budget_start(srv, srv->limits.handler_budget);
   int st = lua_resume(co, L, nargs, &nres);
   int tripped = hs_script_budget_stop(srv);
+  if (t0) hs_admin_observe_handler(srv, "handle", uv_hrtime() - t0);
   o->lua.running = 0;
   srv->lua.current = prev;
   if (st == LUA_YIELD) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "conn_int.h"
 #include "proxy.h"
 #include "tls.h"
@@ -87,7 +88,10 @@ int hs_conn_tls_input(hs_conn_t *c, const char *p, size_t n) {
     }
     if (r != HS_TLS_DONE || tls_done(c) != 0) return -1;
   }
+  size_t before = hs_buf_len(&c->in);
   int r = hs_tls_read(c->tls, &c->in, &srv->pool, err, sizeof err);
+  if (c->tracer && hs_buf_len(&c->in) > before)
+    hs_admin_trace(c, 0, hs_buf_peek(&c->in) + before, hs_buf_len(&c->in) - before);
   if (hs_tls_pending(c->tls)) hs_server_mark_dirty(srv, c);
   if (r == HS_TLS_ERROR) {
     hs_log_conn(srv, c, HS_LOG_INFO, "%s; closing", err);

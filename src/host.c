@@ -229,4 +229,9 @@ const hs_events_t hs_host_events = {
     .hangup = hangup,
     .report = report,
     .closing = closing,
+    .reload = hs_script_request_reload,
+    .conn_state = hs_ladmin_conn_state,
+    .conn_show = hs_ladmin_conn_show,
+    .eval = hs_ladmin_eval,
+    .lua_memory = hs_ladmin_lua_memory,
 };

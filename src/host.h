@@ -89,6 +89,9 @@ typedef struct hs_listen_spec {
   struct hs_tls_opts *tls; /* NULL: a plain listener */
   int proxy;               /* a PROXY protocol header comes first */
   int health;              /* answers health checks, in C */
+  int fd;                  /* > 0: an inherited listening socket (socket activation, sd.c)
+                              to serve instead of binding addr */
+  int fd_unix;             /* that socket is a unix one */
 } hs_listen_spec_t;
 /* The module's listen field as specs (*specs and each string malloc'd; see
  * hs_listen_specs_free): how many, or -1 with err filled. */
@@ -97,6 +100,9 @@ void hs_listen_specs_free(hs_listen_spec_t *specs, int n);
 /* --workers N|auto and the module's workers field (1 when absent). */
 int hs_parse_workers(const char *s, int *n);
 int hs_module_workers(hs_server_t *srv, int *n, char *err, size_t errlen);
+/* The module's admin field (see module.c): 1 with addr, 0 absent, -1 err. */
+int hs_module_admin(hs_server_t *srv, char *addr, size_t len, int *eval, char *err,
+                    size_t errlen);
 
 /* worker.c: a worker's side of --workers */
 struct hs_worker;
@@ -157,6 +163,12 @@ hs_conn_t *hs_lconn_test(lua_State *L, int idx);
  * room for it. */
 int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *msg,
                         size_t len);
+
+/* ladmin.c: the host's answers to the admin endpoint (hs_events_t) */
+void hs_ladmin_conn_state(hs_conn_t *c, char *out, size_t len);
+void hs_ladmin_conn_show(hs_conn_t *c, hs_out_t *out);
+void hs_ladmin_eval(hs_server_t *srv, const char *chunk, size_t len, hs_out_t *out);
+size_t hs_ladmin_lua_memory(hs_server_t *srv);
 
 /* lhotsock.c: the `hotsock` module */
 int hs_lhotsock_open(lua_State *L);

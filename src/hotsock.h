@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "frame.h"
 #include "log.h"
+#include "metrics.h"
 
 #define HS_VERSION "0.1.0"
 
@@ -130,10 +131,23 @@ typedef struct hs_events {
   void (*stopping)(hs_server_t *srv);
   /* SIGHUP. */
   void (*hangup)(hs_server_t *srv);
+  /* A reload asked for from elsewhere (the admin console). */
+  void (*reload)(hs_server_t *srv, const char *trigger);
   /* SIGUSR2: log the counters. */
   void (*report)(hs_server_t *srv);
   /* The server closes every handle so the loop ends: close the host's. */
   void (*closing)(hs_server_t *srv);
+  /* The admin endpoint (admin.c) asks what only the host knows; each is
+   * called outside any handler. conn_state: what c's script is doing, in
+   * a few words ("waiting in receive, 4.2 s left"), or "" when nothing.
+   * conn_show: the script's fields on c and, for a coroutine, the Lua
+   * stack where it waits. eval: run chunk in the script's state under the
+   * handler budget; its results or its error go to out. */
+  void (*conn_state)(hs_conn_t *c, char *out, size_t len);
+  void (*conn_show)(hs_conn_t *c, hs_out_t *out);
+  void (*eval)(hs_server_t *srv, const char *chunk, size_t len, hs_out_t *out);
+  /* The Lua heap now, for /metrics and /stats. */
+  size_t (*lua_memory)(hs_server_t *srv);
 } hs_events_t;
 
 /* ------------------------------------------------------------------------
@@ -153,6 +167,8 @@ typedef struct hs_listener {
   int proxy;                   /* connections begin with a PROXY protocol header (v1 or v2) */
   int no_unlink;               /* a worker's: the supervisor unlinks a unix socket's path */
   int health;                  /* answers health checks itself ("up" / "draining") */
+  int admin;                   /* the admin endpoint (admin.c) */
+  uint64_t accepted, active, rejected; /* this listener's share of the counters */
   char name[128];              /* the address as printed: "127.0.0.1:43121" */
   char path[108];              /* unix socket path to unlink at exit */
   struct hs_tls_ctx *tls;      /* a TLS listener's context (a reference), or NULL */
@@ -197,7 +213,8 @@ enum {
                                     not heard of it */
   HS_CONN_PROXY_WAIT = 1 << 22,  /* its PROXY protocol header has not arrived yet */
   HS_CONN_PROXIED = 1 << 23,     /* peer, peer_ip, peer_port come from a PROXY header */
-  HS_CONN_HEALTH = 1 << 24       /* a health check: answered by the core, never the script */
+  HS_CONN_HEALTH = 1 << 24,      /* a health check: answered by the core, never the script */
+  HS_CONN_ADMIN = 1 << 25        /* an admin endpoint client (admin.c), never the script's */
 };
 
 LIST_HEAD(hs_conn_children, hs_conn);
@@ -277,6 +294,8 @@ struct hs_conn {
   hs_conn_t *pipe_to;          /* bytes read here are sent there, in C */
   hs_conn_t *pipe_from;        /* the connection piping into this one */
   struct hs_tls *tls;          /* TLS state; NULL on a plain connection */
+  hs_conn_t *tracer;           /* the admin console that traces its bytes, or NULL */
+  struct hs_admin_sess *adm;   /* an admin connection's state (admin.c), or NULL */
   hs_conn_lua_t lua;           /* the host layer's part */
 };
 
@@ -362,6 +381,9 @@ struct hs_server {
   hs_stats_t *stats_all; /* --workers: every worker's counters, shared; ours is
                             [worker_id - 1], copied in each before-sleep pass */
   int ctl_fd;            /* --workers: the control socket to the supervisor */
+  struct hs_sd *sd;      /* systemd: notify socket, watchdog (sd.h); NULL: none */
+  uv_timer_t sd_timer;   /* its status and watchdog, from the loop (sd.c) */
+  struct hs_admin *admin; /* the admin endpoint (admin.c), or NULL: off */
   hs_script_t lua;       /* the host layer's part */
 };
 
@@ -376,6 +398,9 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev);
 /* tls: the context of a TLS listener, whose reference the listener holds
  * from a 0 return on. */
 int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls);
+/* The same for a plain listener of the core's own (the admin endpoint),
+ * with no "listening on" line: the new listener is srv->listeners. */
+int hs_server_listen_quiet(hs_server_t *srv, const char *addr);
 /* Whether addr is one hs_server_listen could try (a port up to 65535, an
  * address or a name that resolves, a unix path that fits), without
  * binding: 0, or -1 with err (for --check). */

@@ -354,39 +354,20 @@ static int log_at(lua_State *L) {
   return 0;
 }
 
-/* The counters hs.stats() reports, in one place: n pairs into f. */
+/* The counters hs.stats() reports: hs_stat_fields (metrics.c, shared with
+ * the admin endpoint) and the Lua heap. */
 typedef struct stat_field {
   const char *k;
   uint64_t v;
 } stat_field_t;
-#define NSTATS 24
+#define NSTATS (HS_NSTAT_FIELDS + 2)
 
 static void stat_fields(const hs_server_t *srv, const hs_stats_t *s, stat_field_t f[NSTATS]) {
-  stat_field_t all[NSTATS] = {{"accepted", s->accepted},
-                              {"rejected", s->rejected},
-                              {"active", s->active},
-                              {"closed", s->closed},
-                              {"bytes_in", s->bytes_in},
-                              {"bytes_out", s->bytes_out},
-                              {"frames_in", s->frames_in},
-                              {"handler_errors", s->handler_errors},
-                              {"handler_timeouts", s->handler_timeouts},
-                              {"oversize_frames", s->oversize_frames},
-                              {"outbuf_disconnects", s->outbuf_disconnects},
-                              {"timeouts", s->timeouts},
-                              {"reload_ok", s->reload_ok},
-                              {"reload_failed", s->reload_failed},
-                              {"generation", s->generation},
-                              {"connects", s->connects},
-                              {"connect_failed", s->connect_failed},
-                              {"tls_handshakes", s->tls_handshakes},
-                              {"tls_handshake_failures", s->tls_handshake_failures},
-                              {"tls_resumed", s->tls_resumed},
-                              {"proxy_failures", s->proxy_failures},
-                              {"health_checks", s->health_checks},
-                              {"lua_memory", srv->lua.lua_mem},
-                              {"lua_memory_limit", srv->limits.max_lua_memory}};
-  memcpy(f, all, sizeof all);
+  hs_stat_field_t all[HS_NSTAT_FIELDS];
+  hs_stat_fields(s, all);
+  for (size_t i = 0; i < HS_NSTAT_FIELDS; i++) f[i] = (stat_field_t){all[i].name, all[i].value};
+  f[HS_NSTAT_FIELDS] = (stat_field_t){"lua_memory", srv->lua.lua_mem};
+  f[HS_NSTAT_FIELDS + 1] = (stat_field_t){"lua_memory_limit", srv->limits.max_lua_memory};
 }
 
 /* hs.stats(): this process's counters; hs.stats("all"): with --workers,

@@ -32,6 +32,31 @@ void hs_log_write(int level, uint64_t conn_id, const char *msg, size_t len);
 /* With --workers, a worker's lines say which it is: "... info worker 2: ...". */
 void hs_log_set_worker(int id);
 
+/* --log-format: HS_LOG_TEXT (the default) or HS_LOG_JSON, one object per
+ * line: {"ts":"2026-11-25T11:30:00.123Z","level":"warn","worker":2,
+ * "conn":7,"msg":"message"} ("worker" only with --workers, "conn" only
+ * inside a connection's handler). In msg, '"' and '\' are escaped, a
+ * newline, CR and tab are written \n, \r, \t, other control bytes (and
+ * DEL) \u00XX, well-formed UTF-8 as it is, and a byte that is not valid
+ * UTF-8 \u00XX with the byte's value. The journal's "<6>" prefix stays in
+ * front of the object (journald strips it). */
+enum { HS_LOG_TEXT = 0, HS_LOG_JSON = 1 };
+/* "text" or "json"; -1 when unknown. */
+int hs_log_parse_format(const char *s);
+void hs_log_set_format(int format);
+int hs_log_format(void);
+
+/* The last HS_LOG_RECENT warnings and errors, oldest first (for the admin
+ * endpoint): how many were copied into out. */
+#define HS_LOG_RECENT 16
+typedef struct hs_log_recent {
+  double at; /* unix time, s */
+  int level;
+  uint64_t conn;
+  char msg[240];
+} hs_log_recent_t;
+int hs_log_recent(hs_log_recent_t out[HS_LOG_RECENT]);
+
 /* Format and write, when level >= min_level. */
 void hs_logf(int min_level, int level, uint64_t conn_id, const char *fmt, ...) HS_PRINTF(4, 5);
 

@@ -17,7 +17,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "host.h"
+#include "sd.h"
 #include "supervisor.h"
 #include "tls.h"
 #include "workbench.h"
@@ -30,6 +32,8 @@ static int w_unix[HS_MAX_LISTENERS];
 /* --pid-file: written once the listeners are up, removed at exit (NULL in
  * a worker: the pid is the supervisor's). */
 static const char *pid_file;
+static const char *admin_addr; /* --admin, else the module's admin field */
+static int admin_eval;
 static int pid_written;
 
 static int write_pid_file(void) {
@@ -83,6 +87,7 @@ static void usage(FILE *f) {
           "usage: hotsock [options] SCRIPT [ARGS...]\n"
           "       hotsock test [options] [SCRIPT] TRANSCRIPT...   (hotsock test --help)\n"
           "       hotsock record --listen ADDR --upstream HOST:PORT FILE\n"
+          "       hotsock console ADDR                 (the admin console; see --admin)\n"
           "\n"
           "Run a Lua script that serves TCP clients. The script returns a table of\n"
           "handlers; see docs/lua-api.md. Editing the script reloads it live.\n"
@@ -100,6 +105,10 @@ static void usage(FILE *f) {
           "      --workers N|auto    serve with N worker processes (auto: one per CPU)\n"
           "      --health ADDR       answer health checks on ADDR in C: HTTP 200 \"up\",\n"
           "                          503 \"draining\" once a stop was asked for\n"
+          "      --admin ADDR        serve the admin endpoint on ADDR (unix:/path or a\n"
+          "                          loopback port): /metrics, /health, /stats,\n"
+          "                          /connections, a status page at /, and a console\n"
+          "      --admin-eval        allow the console's eval (unix socket only)\n"
           "      --stop-grace MS     on SIGTERM keep serving MS with health checks failing,\n"
           "                          then stop (default 0)\n"
           "      --check             load and validate the script, then exit\n"
@@ -107,8 +116,12 @@ static void usage(FILE *f) {
           "      --log-level LEVEL   debug, info (default), warn or error\n"
           "      --log-file PATH     log to PATH (appended) instead of stderr; the\n"
           "                          listening lines go to both. SIGUSR1 reopens it\n"
+          "      --log-format FMT    text (default) or json: one JSON object a line\n"
           "      --pid-file PATH     write the pid to PATH once listening (with\n"
           "                          --workers the supervisor's); removed at exit\n"
+          "      --user NAME         once listening, run as user NAME (and its groups);\n"
+          "                          needs root. With --workers the workers run as NAME\n"
+          "      --group NAME        ... and as group NAME (default: the user's)\n"
           "      --max-clients N     clients served at once (default 10000)\n"
           "      --max-frame BYTES   longest message (default 65536)\n"
           "      --max-inbuf BYTES   unframed input per client (default 1 MiB)\n"
@@ -128,7 +141,13 @@ static void usage(FILE *f) {
           "log file; SIGINT/SIGTERM stop after draining output. At start the soft\n"
           "open-file limit is raised to the hard one; a warning says when it is\n"
           "too low for max_clients. Control bytes in logged text are written \\xNN;\n"
-          "under systemd (JOURNAL_STREAM) each line starts with its priority, <6>.\n");
+          "under systemd (JOURNAL_STREAM) each line starts with its priority, <6>.\n"
+          "Sockets passed by systemd (socket activation: LISTEN_FDS) replace the\n"
+          "listen addresses of the script and -l. With NOTIFY_SOCKET (Type=notify)\n"
+          "it reports READY=1, RELOADING=1, STOPPING=1 and STATUS=, and pets the\n"
+          "watchdog (WatchdogSec=) from its event loop.\n"
+          "\n"
+          "See hotsock(1) for signals, exit codes and files.\n");
 }
 
 enum {
@@ -151,8 +170,34 @@ enum {
   OPT_HEALTH,
   OPT_STOP_GRACE,
   OPT_LOG_FILE,
-  OPT_PID_FILE
+  OPT_PID_FILE,
+  OPT_LOG_FORMAT
 };
+
+enum { OPT_USER = 400, OPT_GROUP }; /* --user, --group (sd.c) */
+enum { OPT_ADMIN = 500, OPT_ADMIN_EVAL }; /* the admin endpoint (admin.c) */
+
+/* Running as a service (sd.c): --user/--group looked up (a name that does
+ * not exist is an error even for --check); unless --check, the sockets
+ * systemd passed (LISTEN_FDS) and its notify socket (NOTIFY_SOCKET). 0, or
+ * the exit code. */
+static int setup_service(hs_sd_t *sd, hs_server_t *srv, const char *user, const char *group) {
+  char err[1024];
+  hs_sd_init(sd);
+  srv->sd = sd;
+  if (hs_sd_resolve_user(sd, user, group, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s\n", err);
+    return 2;
+  }
+  if (srv->lua.check_only) return 0; /* binds nothing, tells nobody */
+  if (hs_sd_listen_fds(sd, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: %s\n", err);
+    return 1;
+  }
+  if (hs_sd_notify_open(sd, err, sizeof err) != 0)
+    hs_logf(HS_LOG_DEBUG, HS_LOG_WARN, 0, "%s", err);
+  return 0;
+}
 
 static int parse_size(const char *opt, const char *s, size_t *out) {
   char *end;
@@ -209,6 +254,43 @@ static void free_ctxs(hs_tls_ctx_t **ctxs, int n) {
   if (!ctxs) return;
   for (int i = 0; i < n; i++) hs_tls_ctx_unref(ctxs[i]);
   free(ctxs);
+}
+
+/* Socket activation (sd.c): the sockets systemd passed replace the listen
+ * addresses of -l and of the script. One with the port (TCP) or path (unix)
+ * of a listener named there takes that listener's settings (tls,
+ * proxy_protocol); one named "health" (FileDescriptorName=health) answers
+ * health checks. 0, or -1 (out of memory). */
+static int activated_specs(const hs_sd_t *sd, hs_listen_spec_t **specs_io, int *n_io) {
+  hs_listen_spec_t *given = *specs_io, *act = calloc((size_t)sd->nfds + 1, sizeof *act);
+  if (!act) return -1;
+  for (int i = 0; i < sd->nfds; i++) {
+    const hs_sd_fd_t *f = &sd->fds[i];
+    act[i].fd = f->fd;
+    act[i].fd_unix = f->is_unix;
+    act[i].health = strcmp(f->label, "health") == 0;
+    int ok = (act[i].addr = strdup(f->name)) != NULL;
+    for (int j = 0; ok && j < *n_io; j++) {
+      if (!given[j].addr || !hs_sd_same_addr(given[j].addr, f)) continue;
+      act[i].proxy = given[j].proxy;
+      if (given[j].tls)
+        ok = (act[i].tls = calloc(1, sizeof *act[i].tls)) != NULL &&
+             hs_tls_opts_copy(act[i].tls, given[j].tls) == 0;
+      break;
+    }
+    if (!ok) {
+      hs_listen_specs_free(act, i + 1);
+      return -1;
+    }
+  }
+  hs_logf(HS_LOG_DEBUG, HS_LOG_INFO, 0,
+          "socket activation: serving the %d socket(s) passed by systemd instead of the listen "
+          "addresses of the script and -l",
+          sd->nfds);
+  hs_listen_specs_free(given, *n_io);
+  *specs_io = act;
+  *n_io = sd->nfds;
+  return 0;
 }
 
 /* Start-up up to the listeners: the server, the script (loaded), the TLS
@@ -286,6 +368,8 @@ static int start(hs_server_t *srv, const char **listen, int nlisten, int proxy,
     if (!specs || !(specs[0].addr = strdup("127.0.0.1:7000"))) return 1;
     nspecs = 1;
   }
+  if (!*specs_out && srv->sd && srv->sd->nfds && activated_specs(srv->sd, &specs, &nspecs) != 0)
+    return 1;
   if (health_addr && !*specs_out) {
     hs_listen_spec_t *more = realloc(specs, (size_t)(nspecs + 1) * sizeof *specs);
     if (!more) return 1;
@@ -313,6 +397,15 @@ static int start(hs_server_t *srv, const char **listen, int nlisten, int proxy,
   return 0;
 }
 
+/* --user / --group: drop to them once everything privileged is done (the
+ * listeners bound, the pid and log files open). 0, or -1 (logged). */
+static int drop_privileges(hs_sd_t *sd) {
+  char err[512];
+  if (hs_sd_drop(sd, err, sizeof err) == 0) return 0;
+  hs_logf(HS_LOG_DEBUG, HS_LOG_ERROR, 0, "%s", err);
+  return -1;
+}
+
 /* Listen (or, in a worker, serve the sockets given), run until stopped,
  * and clean up: the exit code. */
 static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_ctx_t **ctxs,
@@ -322,8 +415,9 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
   hs_supervisor_block_signals(0); /* a worker's were blocked until now */
   int rc = 0;
   for (int i = 0; i < nspecs && !rc; i++) {
-    rc = w ? hs_server_listen_fd(srv, w->fds[i], w_unix[i], w_names[i], ctxs[i])
-           : hs_server_listen(srv, specs[i].addr, ctxs[i]);
+    rc = w                  ? hs_server_listen_fd(srv, w->fds[i], w_unix[i], w_names[i], ctxs[i])
+         : specs[i].fd > 0 ? hs_sd_listen(srv, specs[i].fd, specs[i].fd_unix, specs[i].addr, ctxs[i])
+                           : hs_server_listen(srv, specs[i].addr, ctxs[i]);
     if (rc == 0) {
       ctxs[i] = NULL;                         /* the listener's now */
       srv->listeners->proxy = specs[i].proxy; /* the new listener is the first */
@@ -332,22 +426,33 @@ static int serve(hs_server_t *srv, hs_listen_spec_t *specs, int nspecs, hs_tls_c
   }
   free_ctxs(ctxs, nspecs);
   hs_listen_specs_free(specs, nspecs);
+  if (rc == 0 && admin_addr) {
+    char aerr[512];
+    if (hs_admin_start(srv, admin_addr, admin_eval, aerr, sizeof aerr) != 0) {
+      hs_log(srv, HS_LOG_ERROR, "admin: %s", aerr);
+      rc = 1;
+    }
+  }
   if (rc == 0 && w && hs_worker_attach(srv, w) != 0) rc = 1;
   if (rc == 0 && pid_file && write_pid_file() != 0) rc = 1;
+  if (rc == 0 && !w && drop_privileges(srv->sd) != 0) rc = 1; /* --user, --group */
   if (rc != 0) {
     hs_server_abort(srv); /* an hs.connect the chunk made closes too */
     uv_run(loop, UV_RUN_DEFAULT);
     hs_script_close(srv);
     hs_server_free(srv);
+    hs_admin_free(srv);
     uv_loop_close(loop);
     return 1;
   }
   if (watch) hs_watch_start(srv);
+  hs_sd_start(srv); /* systemd: READY=1, then the status and the watchdog */
   uv_run(loop, UV_RUN_DEFAULT);
   remove_pid_file();
   hs_log(srv, HS_LOG_INFO, "stopped");
   hs_script_close(srv);
   hs_server_free(srv);
+  hs_admin_free(srv);
   /* Every handle closed and every connection freed: a clean stop. */
   if (uv_loop_close(loop) != 0) {
     hs_log(srv, HS_LOG_ERROR, "the loop still has open handles at exit (a bug)");
@@ -369,6 +474,17 @@ static int rebind(int l, int *fd, void *arg) {
   return 0;
 }
 
+/* The supervisor's STATUS=: clients and generation over every worker. */
+static void worker_totals(const void *stats, int n, unsigned long long *clients,
+                          unsigned long long *generation) {
+  const hs_stats_t *st = stats;
+  *clients = *generation = 0;
+  for (int i = 0; i < n; i++) {
+    *clients += st[i].active;
+    if (st[i].generation > *generation) *generation = st[i].generation;
+  }
+}
+
 /* --workers N: bind the listeners here, let go of this process's server
  * and script, and supervise N workers (supervisor.c); each worker starts
  * its own server and script from the settings as given (proto) and serves
@@ -378,16 +494,27 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
   char err[512];
   int *fds = calloc((size_t)nspecs * (size_t)nworkers, sizeof *fds);
   char **unix_paths = calloc((size_t)nspecs, sizeof *unix_paths);
+  /* Per listener: one socket all workers share (unix, or passed by systemd). */
+  int *shared = calloc((size_t)nspecs + 1, sizeof *shared);
   int bound = 0, rc = 0;
   /* From the first listening line on, a signal waits for the supervisor's
    * handlers (hs_supervise) instead of killing it. */
   hs_supervisor_block_signals(1);
-  if (!fds || !unix_paths || nspecs > HS_MAX_LISTENERS) {
+  if (!fds || !unix_paths || !shared || nspecs > HS_MAX_LISTENERS) {
     fprintf(stderr, "hotsock: %s\n",
-            fds && unix_paths ? "too many listeners for --workers" : "out of memory");
+            fds && unix_paths && shared ? "too many listeners for --workers" : "out of memory");
     rc = 1;
   }
   for (int i = 0; i < nspecs && !rc; i++, bound++) {
+    if (specs[i].fd > 0) {
+      /* Passed by systemd: every worker accepts from it; never unlinked. */
+      for (int k = 0; k < nworkers; k++) fds[(size_t)i * (size_t)nworkers + (size_t)k] = specs[i].fd;
+      snprintf(w_names[i], sizeof w_names[i], "%s", specs[i].addr);
+      w_unix[i] = specs[i].fd_unix;
+      shared[i] = 1;
+      hs_logf_console(HS_LOG_INFO, "listening on %s%s", w_names[i], specs[i].tls ? " (tls)" : "");
+      continue;
+    }
     if (hs_server_bind_shared(specs[i].addr, nworkers, srv->limits.backlog,
                               fds + (size_t)i * (size_t)nworkers, w_names[i], sizeof w_names[i],
                               &w_unix[i], err, sizeof err) != 0) {
@@ -396,6 +523,7 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
       break;
     }
     if (w_unix[i]) unix_paths[i] = strdup(w_names[i] + 5);
+    shared[i] = w_unix[i];
     hs_logf_console(HS_LOG_INFO, "listening on %s%s", w_names[i], specs[i].tls ? " (tls)" : "");
   }
   /* Workers share the session ticket keys: the secret is made before they
@@ -405,6 +533,8 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
     rc = 1;
   }
   if (!rc && pid_file && write_pid_file() != 0) rc = 1;
+  /* --user, --group: here, so the workers are forked unprivileged. */
+  if (!rc && drop_privileges(proto->sd) != 0) rc = 1;
   /* This process serves nothing itself. */
   free_ctxs(ctxs, nspecs);
   hs_server_abort(srv);
@@ -423,7 +553,13 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
     hs_sup_config_t cfg = {nworkers,         nspecs, fds,
                            unix_paths,       stats,  sizeof(hs_stats_t),
                            proto->log_level, 30000,  proto->lua.script_path,
-                           rebind,           NULL,   w_unix};
+                           rebind,           NULL,   shared,
+                           NULL,             NULL,   0};
+    cfg.sd = proto->sd; /* systemd: the supervisor is the main process */
+    cfg.totals = worker_totals;
+    /* Unprivileged, it might not bind a low port again: a dead worker's
+     * sockets stay open for its restart. */
+    cfg.keep_sockets = proto->sd && proto->sd->dropped;
     hs_worker_t w;
     rc = hs_supervise(&cfg, &w);
     if (rc < 0) {
@@ -431,6 +567,8 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
       pid_file = NULL; /* the supervisor's, not this one's */
       pid_written = 0;
       *srv = *proto;
+      hs_sd_become_worker(srv->sd); /* the supervisor notifies systemd */
+      free(shared);
       srv->worker_id = w.id;
       srv->nworkers = w.n;
       srv->stats_all = stats;
@@ -451,8 +589,9 @@ static int supervise(hs_server_t *srv, const hs_server_t *proto, hs_listen_spec_
   remove_pid_file();
   /* Sockets still open (a failed start; after a stop they are closed). */
   for (int i = 0; fds && i < bound; i++)
-    for (int k = 0; k < (w_unix[i] ? 1 : nworkers); k++)
+    for (int k = 0; k < (shared[i] ? 1 : nworkers); k++)
       if (fds[i * nworkers + k] >= 0) close(fds[i * nworkers + k]);
+  free(shared);
   for (int i = 0; unix_paths && i < nspecs; i++) free(unix_paths[i]);
   free(unix_paths);
   free(fds);
@@ -465,6 +604,8 @@ int main(int argc, char **argv) {
    * program in a plain Lua state of its own; no server is set up here. */
   if (argc > 1 && (strcmp(argv[1], "test") == 0 || strcmp(argv[1], "record") == 0))
     return hs_workbench_main(argc - 1, argv + 1);
+  /* hotsock console ADDR: a client of the admin endpoint (console.c). */
+  if (argc > 1 && strcmp(argv[1], "console") == 0) return hs_console_main(argc - 1, argv + 1);
   static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
                                        {"check", no_argument, NULL, OPT_CHECK},
                                        {"no-watch", no_argument, NULL, OPT_NO_WATCH},
@@ -486,6 +627,11 @@ int main(int argc, char **argv) {
                                        {"stop-grace", required_argument, NULL, OPT_STOP_GRACE},
                                        {"log-file", required_argument, NULL, OPT_LOG_FILE},
                                        {"pid-file", required_argument, NULL, OPT_PID_FILE},
+                                       {"admin", required_argument, NULL, OPT_ADMIN},
+                                       {"admin-eval", no_argument, NULL, OPT_ADMIN_EVAL},
+                                       {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+                                       {"user", required_argument, NULL, OPT_USER},
+                                       {"group", required_argument, NULL, OPT_GROUP},
                                        {"version", no_argument, NULL, 'V'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
@@ -497,6 +643,7 @@ int main(int argc, char **argv) {
   const char **listen = calloc((size_t)argc + 1, sizeof *listen);
   int nlisten = 0, watch = 1, proxy = 0, workers_opt = 0, ch;
   const char *health_addr = NULL, *log_file = NULL;
+  const char *user = NULL, *group = NULL; /* --user, --group */
   size_t v;
   if (!listen) return 1;
   /* "+": options end at the script; what follows belongs to it. */
@@ -548,6 +695,17 @@ int main(int argc, char **argv) {
     case OPT_HEALTH: health_addr = optarg; break;
     case OPT_LOG_FILE: log_file = optarg; break;
     case OPT_PID_FILE: pid_file = optarg; break;
+    case OPT_ADMIN: admin_addr = optarg; break;
+    case OPT_ADMIN_EVAL: admin_eval = 1; break;
+    case OPT_USER: user = optarg; break;
+    case OPT_GROUP: group = optarg; break;
+    case OPT_LOG_FORMAT:
+      if (hs_log_parse_format(optarg) < 0) {
+        fprintf(stderr, "hotsock: --log-format is text or json, not \"%s\"\n", optarg);
+        return 2;
+      }
+      hs_log_set_format(hs_log_parse_format(optarg));
+      break;
     case OPT_STOP_GRACE:
       if (parse_ms("--stop-grace", optarg, &v)) return 2;
       srv.cli.stop_grace = v;
@@ -603,6 +761,12 @@ int main(int argc, char **argv) {
     }
     raise_nofile();
   }
+  hs_sd_t sd; /* systemd's sockets and notify socket, --user and --group */
+  int sd_rc = setup_service(&sd, &srv, user, group);
+  if (sd_rc) {
+    free(listen);
+    return sd_rc;
+  }
   hs_server_t proto = srv; /* the settings as given, for each worker's own start */
   hs_listen_spec_t *specs = NULL;
   int nspecs = 0;
@@ -614,6 +778,24 @@ int main(int argc, char **argv) {
   int nworkers = workers_opt;
   if (!nworkers && hs_module_workers(&srv, &nworkers, err, sizeof err) != 0) {
     fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
+    free_ctxs(ctxs, nspecs);
+    hs_listen_specs_free(specs, nspecs);
+    return 2;
+  }
+  /* The admin endpoint: --admin, else the module's admin field. */
+  static char module_admin[256];
+  if (!admin_addr) {
+    int r = hs_module_admin(&srv, module_admin, sizeof module_admin, &admin_eval, err, sizeof err);
+    if (r > 0) admin_addr = module_admin;
+    if (r < 0) {
+      fprintf(stderr, "hotsock: %s: %s\n", srv.lua.script_path, err);
+      free_ctxs(ctxs, nspecs);
+      hs_listen_specs_free(specs, nspecs);
+      return 2;
+    }
+  }
+  if (admin_addr && hs_admin_check_addr(admin_addr, err, sizeof err) != 0) {
+    fprintf(stderr, "hotsock: admin: %s\n", err);
     free_ctxs(ctxs, nspecs);
     hs_listen_specs_free(specs, nspecs);
     return 2;

@@ -35,7 +35,7 @@ static const char *const setting_names[] = {
     "listen",        "framing",        "max_clients",    "max_frame", "max_inbuf",
     "max_outbuf",    "low_water",      "high_water",     "timeouts",  "backlog",
     "drain_timeout", "handler_budget", "max_lua_memory", "reload",    "workers",
-    "tls",           "dicts",          "stop_grace",     NULL};
+    "tls",           "dicts",          "stop_grace",     "admin",     NULL};
 
 /* Edits (insert, delete, replace, swap two neighbours) from a to b, or 3
  * when more than 2. */
@@ -626,4 +626,35 @@ int hs_module_workers(hs_server_t *srv, int *n, char *err, size_t errlen) {
   if (bad)
     snprintf(err, errlen, "workers must be a number from 1 to %d or \"auto\"", HS_MAX_WORKERS);
   return bad ? -1 : 0;
+}
+
+/* The module's admin field: "ADDR", or {addr = "ADDR", eval = true}. 1 with
+ * addr filled (and *eval set when the table says so), 0 when absent, -1
+ * with err. */
+int hs_module_admin(hs_server_t *srv, char *addr, size_t len, int *eval, char *err,
+                    size_t errlen) {
+  lua_State *L = srv->lua.L;
+  int top = lua_gettop(L), r = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.module_ref);
+  int t = lua_type(L, -1) == LUA_TTABLE ? hs_rawfield(L, -1, "admin") : LUA_TNIL;
+  if (t == LUA_TSTRING) {
+    snprintf(addr, len, "%s", lua_tostring(L, -1));
+    r = 1;
+  } else if (t == LUA_TTABLE) {
+    int at = hs_rawfield(L, -1, "addr");
+    int et = hs_rawfield(L, -2, "eval");
+    if (at != LUA_TSTRING || (et != LUA_TNIL && et != LUA_TBOOLEAN)) {
+      snprintf(err, errlen, "admin must be an address, or a table {addr = ADDR, eval = true}");
+      r = -1;
+    } else {
+      snprintf(addr, len, "%s", lua_tostring(L, -2));
+      if (lua_toboolean(L, -1)) *eval = 1;
+      r = 1;
+    }
+  } else if (t != LUA_TNIL) {
+    snprintf(err, errlen, "admin must be an address, or a table {addr = ADDR, eval = true}");
+    r = -1;
+  }
+  lua_settop(L, top);
+  return r;
 }

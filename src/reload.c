@@ -12,7 +12,9 @@
 
 #include <lauxlib.h>
 
+#include "admin.h"
 #include "host.h"
+#include "sd.h"
 #include "tls.h"
 
 /* End the probation of the module in service: the previous one is let go. */
@@ -174,6 +176,7 @@ typedef struct hs_reload_pending {
   struct hs_tls_opts *tls_default;
   char trigger[64];
   uint64_t t0;
+  char why[240]; /* why this process could not load it */
 } hs_reload_pending_t;
 
 static hs_reload_pending_t *pending_of(hs_server_t *srv) { return srv->lua.reload_pending; }
@@ -217,6 +220,7 @@ int hs_reload_prepare(hs_server_t *srv, const char *trigger, char *err, size_t e
   hs_script_cache_on_message(srv);
   srv->lua.reload_pending = p;
   if (r != 0) {
+    snprintf(p->why, sizeof p->why, "%s", err);
     hs_reload_finish(srv, 0);
     return -1;
   }
@@ -241,6 +245,9 @@ void hs_reload_finish(hs_server_t *srv, int commit) {
       free(p->tls_default);
     }
     srv->stats.reload_failed++;
+    hs_admin_reload_done(srv, p->trigger, 0,
+                         p->why[0] ? p->why : "refused: another worker could not load it",
+                         (double)(uv_hrtime() - p->t0) / 1e6);
     free(p);
     return;
   }
@@ -277,6 +284,7 @@ void hs_reload_finish(hs_server_t *srv, int commit) {
   srv->stats.generation++;
   hs_log(srv, HS_LOG_INFO, "reloaded (%s): generation %llu in %.1f ms", p->trigger,
          (unsigned long long)srv->stats.generation, (double)(uv_hrtime() - p->t0) / 1e6);
+  hs_admin_reload_done(srv, p->trigger, 1, "", (double)(uv_hrtime() - p->t0) / 1e6);
   free(p);
   hs_watch_refresh(srv);
 }
@@ -286,14 +294,21 @@ int hs_script_reload(hs_server_t *srv, const char *trigger) {
     rollback(srv);
     return 0;
   }
-  char err[2048];
+  char err[2048], status[256];
   uint64_t t0 = uv_hrtime();
+  hs_sd_reloading(srv->sd); /* systemd: RELOADING=1, then READY=1 either way */
   if (hs_reload_prepare(srv, trigger, err, sizeof err) != 0) {
     hs_log(srv, HS_LOG_ERROR, "reload (%s) failed in %.1f ms, generation %llu keeps serving: %s",
            trigger, (double)(uv_hrtime() - t0) / 1e6, (unsigned long long)srv->stats.generation,
            err);
+    snprintf(status, sizeof status, "reload (%s) failed, generation %llu keeps serving: %.160s",
+             trigger, (unsigned long long)srv->stats.generation, err);
+    hs_sd_reloaded(srv->sd, 0, status);
     return -1;
   }
   hs_reload_finish(srv, 1);
+  snprintf(status, sizeof status, "reloaded (%s): generation %llu", trigger,
+           (unsigned long long)srv->stats.generation);
+  hs_sd_reloaded(srv->sd, 1, status);
   return 0;
 }

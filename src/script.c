@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "admin.h"
 #include "host.h"
 #include "lhelpers.h"
 
@@ -197,9 +198,12 @@ int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what) 
   lua_insert(L, base);
   hs_conn_t *prev = srv->lua.current;
   srv->lua.current = c;
+  /* Handler time for /metrics: only with the admin endpoint on. */
+  uint64_t t0 = srv->admin ? uv_hrtime() : 0;
   hs_script_budget_start(srv, srv->limits.handler_budget);
   int st = lua_pcall(L, nargs, 0, base);
   int tripped = hs_script_budget_stop(srv);
+  if (t0) hs_admin_observe_handler(srv, what, uv_hrtime() - t0);
   srv->lua.current = prev;
   lua_remove(L, base);
   if (st == LUA_OK && tripped) {

@@ -11,7 +11,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "hotsock.h"
+#include "sd.h"
 #include "tls.h"
 
 #define RBUF_SIZE (64 * 1024)
@@ -38,6 +40,8 @@ int hs_server_init(hs_server_t *srv, uv_loop_t *loop, const hs_events_t *ev) {
   uv_unref((uv_handle_t *)&srv->drain_timer);
   uv_timer_init(loop, &srv->grace_timer);
   uv_unref((uv_handle_t *)&srv->grace_timer);
+  uv_timer_init(loop, &srv->sd_timer); /* started by hs_sd_start (sd.c) */
+  uv_unref((uv_handle_t *)&srv->sd_timer);
   uv_signal_t *s[] = {&srv->sigint, &srv->sigterm, &srv->sighup, &srv->sigusr2, &srv->sigusr1};
   for (int i = 0; i < 5; i++) { /* started by hs_server_signals */
     uv_signal_init(loop, s[i]);
@@ -166,9 +170,14 @@ static void on_connection(uv_stream_t *server, int status) {
     hs_conn_health(c); /* answered by the core: never the script, nor max_clients */
     return;
   }
+  if (l->admin) {
+    hs_admin_accept(c); /* likewise */
+    return;
+  }
   if (srv->stats.active >= srv->limits.max_clients) {
     /* Over max_clients: accepted and closed at once, without the script. */
     srv->stats.rejected++;
+    l->rejected++;
     if (log_due(srv, &srv->last_reject_log))
       hs_log(srv, HS_LOG_WARN, "max_clients (%zu) reached; rejecting new clients",
              srv->limits.max_clients);
@@ -177,6 +186,7 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   if (out_of_descriptors(&c->h.stream)) {
     srv->stats.rejected++;
+    l->rejected++;
     if (log_due(srv, &srv->last_emfile_log))
       hs_log(srv, HS_LOG_ERROR,
              "out of file descriptors (%s); rejecting new clients until some close",
@@ -324,7 +334,7 @@ void hs_server_tls_commit(hs_server_t *srv, int ok) {
 /* Bind and listen on addr; print "listening on ..." with the real port.
  * tls, when not NULL, makes it a TLS listener, which holds that reference
  * from a 0 return on. Returns 0, or a negative libuv error (logged). */
-int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls) {
+static int listen_addr(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls, int quiet) {
   char err[512];
   hs_listener_t *l = calloc(1, sizeof *l);
   if (!l) return UV_ENOMEM;
@@ -370,8 +380,16 @@ int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls)
   l->next = srv->listeners;
   srv->listeners = l;
   /* The contract: one line per listener on stderr, whatever the log level. */
-  hs_logf_console(HS_LOG_INFO, "listening on %s%s", l->name, tls ? " (tls)" : "");
+  if (!quiet) hs_logf_console(HS_LOG_INFO, "listening on %s%s", l->name, tls ? " (tls)" : "");
   return 0;
+}
+
+int hs_server_listen(hs_server_t *srv, const char *addr, struct hs_tls_ctx *tls) {
+  return listen_addr(srv, addr, tls, 0);
+}
+
+int hs_server_listen_quiet(hs_server_t *srv, const char *addr) {
+  return listen_addr(srv, addr, NULL, 1);
 }
 
 /* Listening sockets for --workers, made by the supervisor before the
@@ -500,6 +518,7 @@ static void close_all(hs_server_t *srv) {
   uv_close((uv_handle_t *)&srv->idle, NULL);
   uv_close((uv_handle_t *)&srv->drain_timer, NULL);
   uv_close((uv_handle_t *)&srv->grace_timer, NULL);
+  uv_close((uv_handle_t *)&srv->sd_timer, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sighup, NULL);
@@ -556,6 +575,7 @@ static void grace_cb(uv_timer_t *t) {
 
 void hs_server_begin_stop(hs_server_t *srv, const char *why) {
   if (srv->stopping) return;
+  if (!srv->draining) hs_sd_stopping(srv->sd); /* systemd: STOPPING=1 */
   if (srv->limits.stop_grace && !srv->draining) {
     /* First the balancers hear of it: health checks fail while everything
      * still serves; the stop proper starts when the grace is over (or at a

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "sd.h"
 #include "supervisor.h"
 
 typedef struct worker {
@@ -24,6 +25,8 @@ typedef struct worker {
   unsigned backoff;     /* ms before the next restart */
   int answered;         /* in the reload under way */
   int started_once;     /* a start now is a restart */
+  long long alive;      /* ms: its last watchdog heartbeat (or its start) */
+  int silent;           /* it missed the watchdog's window (logged once) */
 } worker_t;
 
 static int sig_pipe[2] = {-1, -1};
@@ -73,6 +76,7 @@ typedef struct sup {
   size_t source_len;
   char *next_source; /* as the reload under way read it */
   size_t next_len;
+  long long next_tick; /* ms: systemd's status and watchdog are due (sd.c) */
 } sup_t;
 
 /* The whole file, malloc'd; NULL when it cannot be read. */
@@ -193,6 +197,8 @@ static int start_worker(sup_t *s, int i, hs_worker_t *out) {
   w->pid = pid;
   w->ctl = sv[0];
   w->started = now_ms();
+  w->alive = w->started;
+  w->silent = 0;
   w->started_once = 1;
   w->restart_at = 0;
   hs_logf(s->cfg->log_level, HS_LOG_DEBUG, 0, "worker %d started (pid %d)", i + 1, (int)pid);
@@ -225,6 +231,7 @@ static void begin_reload(sup_t *s, const char *trigger) {
   free(s->next_source);
   s->next_source = read_file(s->cfg->script_path, &s->next_len);
   s->reloading = 1;
+  hs_sd_reloading(s->cfg->sd);
   snprintf(s->reload_trigger, sizeof s->reload_trigger, "%s", trigger);
   s->reload_deadline = now_ms() + s->cfg->reload_timeout_ms;
 }
@@ -247,6 +254,14 @@ static void reload_answered(sup_t *s) {
     hs_logf(s->cfg->log_level, HS_LOG_ERROR, 0,
             "reload (%s) failed in worker %d: %s; every worker keeps serving the code it had",
             s->reload_trigger, s->fail_worker, s->fail_msg);
+  char status[512];
+  if (s->failed)
+    snprintf(status, sizeof status,
+             "reload (%s) failed in worker %d, every worker keeps its code: %.140s",
+             s->reload_trigger, s->fail_worker, s->fail_msg);
+  else
+    snprintf(status, sizeof status, "reloaded (%s) in every worker", s->reload_trigger);
+  hs_sd_reloaded(s->cfg->sd, !s->failed, status);
   s->reloading = 0;
   if (s->reload_queued) {
     s->reload_queued = 0;
@@ -263,7 +278,8 @@ static void fail_reload(sup_t *s, int i, const char *why) {
   s->w[i].answered = 1;
 }
 
-static void on_ctl(sup_t *s, int i) {
+/* One message from worker i: 1 when there was one to read. */
+static int on_ctl_one(sup_t *s, int i) {
   worker_t *w = &s->w[i];
   char msg[HS_CTL_MAX + 1];
   ssize_t n = recv(w->ctl, msg, HS_CTL_MAX, MSG_DONTWAIT);
@@ -272,10 +288,13 @@ static void on_ctl(sup_t *s, int i) {
       close(w->ctl); /* the worker is going; SIGCHLD reaps it */
       w->ctl = -1;
     }
-    return;
+    return 0;
   }
   msg[n] = 0;
-  if (strncmp(msg, "reload ", 7) == 0) {
+  if (strcmp(msg, "alive") == 0) { /* its loop runs: the watchdog may be petted */
+    w->alive = now_ms();
+    w->silent = 0;
+  } else if (strncmp(msg, "reload ", 7) == 0) {
     begin_reload(s, msg + 7);
   } else if (strcmp(msg, "rollback") == 0) {
     for (int k = 0; k < s->cfg->nworkers; k++)
@@ -286,6 +305,13 @@ static void on_ctl(sup_t *s, int i) {
   } else if (s->reloading && strncmp(msg, "failed ", 7) == 0) {
     fail_reload(s, i, msg + 7);
     reload_answered(s);
+  }
+  return 1;
+}
+
+/* What worker i sent (a few at a time: heartbeats never queue up). */
+static void on_ctl(sup_t *s, int i) {
+  for (int k = 0; k < 16 && s->w[i].ctl >= 0 && on_ctl_one(s, i); k++) {
   }
 }
 
@@ -324,7 +350,7 @@ static void reap(sup_t *s) {
        * others meanwhile instead of queueing them for nobody. */
       for (int l = 0; l < s->cfg->nlisteners; l++) {
         int *fd = &s->cfg->fds[l * s->cfg->nworkers + i];
-        if (!s->cfg->shared[l] && *fd >= 0) {
+        if (!s->cfg->shared[l] && !s->cfg->keep_sockets && *fd >= 0) {
           close(*fd);
           *fd = -1;
         }
@@ -345,6 +371,30 @@ static void reap(sup_t *s) {
   }
 }
 
+/* systemd: STATUS= from the workers' counters, and WATCHDOG=1 while every
+ * running worker's loop answered within half the watchdog's time (a worker
+ * starting has that long before its first answer). */
+static void sd_tick(sup_t *s, long long now) {
+  const hs_sup_config_t *cfg = s->cfg;
+  unsigned long long clients = 0, generation = 0;
+  char status[256];
+  int pet = 1;
+  long long window = (long long)(cfg->sd->watchdog_usec / 2000);
+  for (int i = 0; cfg->sd->watchdog_usec && i < cfg->nworkers; i++) {
+    worker_t *w = &s->w[i];
+    if (!w->pid || now - w->alive <= window) continue;
+    pet = 0;
+    if (!w->silent)
+      hs_logf(cfg->log_level, HS_LOG_WARN, 0,
+              "worker %d (pid %d) has not answered for %lld ms; the watchdog is not petted",
+              i + 1, (int)w->pid, now - w->alive);
+    w->silent = 1;
+  }
+  if (cfg->totals) cfg->totals(cfg->stats, cfg->nworkers, &clients, &generation);
+  hs_sd_status_text(cfg->sd, clients, generation, status, sizeof status);
+  hs_sd_tick(cfg->sd, (uint64_t)now, s->stopping || s->reloading ? NULL : status, pet);
+}
+
 static int running(const sup_t *s) {
   for (int i = 0; i < s->cfg->nworkers; i++)
     if (s->w[i].pid) return 1;
@@ -358,6 +408,7 @@ static void begin_stop(sup_t *s, int signum) {
   if (!s->stopping) {
     s->stopping = 1;
     s->stop_signal = signum;
+    hs_sd_stopping(cfg->sd);
     for (int i = 0; i < cfg->nlisteners * cfg->nworkers; i++) {
       int fd = cfg->fds[i];
       if (fd < 0) continue;
@@ -393,6 +444,12 @@ int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *out) {
   block_signals(0); /* main blocked them before the listening lines */
   hs_logf(cfg->log_level, HS_LOG_INFO, 0, "supervising %d workers (pid %d)", cfg->nworkers,
           (int)getpid());
+  {
+    /* systemd: the listeners are up and the workers started. */
+    char status[256];
+    hs_sd_status_text(cfg->sd, 0, 0, status, sizeof status);
+    hs_sd_ready(cfg->sd, status);
+  }
   struct pollfd pfd[HS_MAX_WORKERS + 1];
   int who[HS_MAX_WORKERS + 1];
   while (!s.stopping || running(&s)) {
@@ -406,6 +463,14 @@ int hs_supervise(const hs_sup_config_t *cfg, hs_worker_t *out) {
           next = w->restart_at;
         }
       }
+    }
+    uint64_t tick = hs_sd_tick_ms(cfg->sd);
+    if (tick) {
+      if (now >= s.next_tick) {
+        sd_tick(&s, now);
+        s.next_tick = now + (long long)tick;
+      }
+      if (next < 0 || s.next_tick < next) next = s.next_tick;
     }
     if (s.reloading) {
       if (now >= s.reload_deadline) {

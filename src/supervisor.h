@@ -28,7 +28,18 @@ typedef struct hs_sup_config {
    * unix listener's, which all workers share. */
   int (*rebind)(int l, int *fd, void *arg);
   void *rebind_arg;
-  const int *shared; /* per listener: 1 when its socket is shared (unix) */
+  const int *shared; /* per listener: 1 when its socket is shared (unix, or passed by
+                        systemd) */
+  /* systemd (sd.h), or NULL: the supervisor is the service's main process,
+   * so it sends READY=1 (once the workers are started), RELOADING=1 and
+   * READY=1 around a coordinated reload, STOPPING=1, STATUS= from the
+   * workers' counters (totals), and pets the watchdog while every worker
+   * answers (each sends "alive" from its loop). */
+  struct hs_sd *sd;
+  void (*totals)(const void *stats, int n, unsigned long long *clients,
+                 unsigned long long *generation);
+  int keep_sockets; /* a dead worker's TCP sockets stay open for its restart (no
+                       rebind: privileges were dropped) */
 } hs_sup_config_t;
 
 /* What a worker is given. */
@@ -56,7 +67,7 @@ void hs_supervisor_block_signals(int block);
 
 /* Control messages, one per SOCK_SEQPACKET datagram, text:
  *   worker -> supervisor: "reload TRIGGER", "rollback", "prepared",
- *                         "failed ERROR"
+ *                         "failed ERROR", "alive" (a watchdog heartbeat)
  *   supervisor -> worker: "prepare TRIGGER", "commit", "abort", "rollback" */
 #define HS_CTL_MAX 2048
 

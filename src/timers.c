@@ -168,7 +168,7 @@ static void timer_cb(uv_timer_t *t) {
       c->flags &= ~HS_CONN_WANT;
       hs_conn_take_partial(c, &p, &n);
       srv->ev->read_failed(c, "timeout", p, n);
-    } else if (!srv->ev->timeout(c, k)) {
+    } else if ((c->flags & HS_CONN_ADMIN) || !srv->ev->timeout(c, k)) {
       snprintf(c->reason_buf, sizeof c->reason_buf, "%s timeout", hs_timeout_name(k));
       hs_log_conn(srv, c, HS_LOG_INFO, "%s timeout (%llu ms); closing", hs_timeout_name(k),
                   (unsigned long long)setting(c, k));

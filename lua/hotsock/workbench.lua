@@ -346,7 +346,8 @@ function WB.start_server(o)
   while true do
     local text = p:stderr()
     local addrs = {}
-    for a in text:gmatch("listening on (%S+)") do addrs[#addrs + 1] = a end
+    -- [^%s"]: with --log-format json the address is followed by '"}'
+    for a in text:gmatch('listening on ([^%s"]+)') do addrs[#addrs + 1] = a end
     if #addrs >= math.max(1, #(listen or {})) then p.addrs = addrs break end
     local rc = p:exit_code()
     if rc or now() >= deadline then
