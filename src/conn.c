@@ -629,6 +629,45 @@ int hs_conn_send(hs_conn_t *c, const char *p, size_t n) {
   return 0;
 }
 
+/* Queue n buffers in order. When their total is large (HS_DIRECT_MIN) and
+ * nothing is queued or being written, they go to the kernel at once, from
+ * the caller's memory (a Lua string), and only what it did not take is
+ * copied: a large message costs no copy into the output buffer, and the
+ * write it saves at flush time is the one made here. Small ones gather as
+ * hs_conn_send's do. */
+int hs_conn_sendv(hs_conn_t *c, const uv_buf_t *b, unsigned n) {
+  hs_server_t *srv = c->srv;
+  size_t total = 0, skip = 0;
+  for (unsigned i = 0; i < n; i++) total += b[i].len;
+  if (total == 0) return 0;
+  if (c->tracer)
+    for (unsigned i = 0; i < n; i++) hs_admin_trace(c, 1, b[i].base, b[i].len);
+  if (total >= HS_DIRECT_MIN && !c->tls && !c->writing && hs_buf_len(&c->out) == 0 &&
+      !(c->flags & (HS_CONN_CONNECTING | HS_CONN_CLOSING | HS_CONN_SHUTDOWN))) {
+    int r = uv_try_write(&c->h.stream, b, n);
+    if (r > 0) {
+      if (!(c->flags & HS_CONN_ADMIN)) srv->stats.bytes_out += (uint64_t)r;
+      c->bytes_out += (uint64_t)r;
+      c->last_write = uv_now(srv->loop);
+      skip = (size_t)r;
+    }
+    /* An error other than EAGAIN shows again at the flush, which closes. */
+  }
+  int queued = 0;
+  for (unsigned i = 0; i < n; i++) {
+    size_t len = b[i].len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    if (hs_buf_append(&c->out, b[i].base + skip, len - skip, &srv->pool) != 0) return UV_ENOMEM;
+    skip = 0;
+    queued = 1;
+  }
+  if (queued) hs_server_mark_dirty(srv, c);
+  return 0;
+}
+
 /* Cut off a client whose queued output passed max_outbuf. Returns -1 if so. */
 int hs_conn_check_outbuf(hs_conn_t *c) {
   hs_server_t *srv = c->srv;

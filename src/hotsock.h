@@ -309,6 +309,7 @@ typedef struct hs_script {
   int module_ref;           /* registry ref of the handler module */
   int on_message_ref;       /* its on_message, looked up once per module */
   int shared_ref;           /* registry ref of hs.shared */
+  const void *conn_mt;      /* the conn metatable (lconn.c), compared by address */
   int coro_style;           /* the module has handle() */
   size_t lua_mem;           /* bytes the Lua allocator holds */
   int budget_depth;         /* nested protected calls under way */
@@ -438,6 +439,10 @@ void hs_conn_discard(hs_conn_t *c);
 int hs_conn_is_open(const hs_conn_t *c);
 size_t hs_conn_buffered(const hs_conn_t *c);
 int hs_conn_send(hs_conn_t *c, const char *p, size_t n);
+/* Queue several buffers; a large total (HS_DIRECT_MIN) with nothing else
+ * queued is written at once from them, and only the rest copied. */
+#define HS_DIRECT_MIN 8192
+int hs_conn_sendv(hs_conn_t *c, const uv_buf_t *b, unsigned n);
 int hs_conn_check_outbuf(hs_conn_t *c);
 void hs_conn_close(hs_conn_t *c, const char *reason);
 void hs_conn_abort(hs_conn_t *c, const char *reason);

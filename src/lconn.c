@@ -71,8 +71,20 @@ void hs_lconn_clear(hs_server_t *srv, hs_conn_t *c) {
   c->lua.box_ref = HS_NOREF;
 }
 
+/* The box at idx, or NULL when it is not a conn. As luaL_testudata, but the
+ * metatable is compared by address with the one hs_lconn_open made: no
+ * registry lookup by name (which interns "hotsock.conn" with a strcmp) on
+ * every conn:send. */
+static hs_lbox_t *test_box(lua_State *L, int idx) {
+  hs_lbox_t *b = lua_touserdata(L, idx);
+  if (!b || !lua_getmetatable(L, idx)) return NULL;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == hs_server_from_lua(L)->lua.conn_mt ? b : NULL;
+}
+
 hs_conn_t *hs_lconn_test(lua_State *L, int idx) {
-  hs_lbox_t *b = luaL_testudata(L, idx, CONN_MT);
+  hs_lbox_t *b = test_box(L, idx);
   return b ? b->c : NULL;
 }
 
@@ -81,7 +93,8 @@ hs_conn_t *hs_lconn_test(lua_State *L, int idx) {
  * limit, a timeout, a stop) gives NULL with nil, reason pushed: a client
  * cut off is not a script error. MAY_LJMP. */
 static hs_conn_t *check_open(lua_State *L, int idx) {
-  hs_lbox_t *b = luaL_checkudata(L, idx, CONN_MT);
+  hs_lbox_t *b = test_box(L, idx);
+  if (!b) luaL_typeerror(L, idx, CONN_MT);
   hs_conn_t *c = b->c;
   if (c && hs_conn_is_open(c)) return c;
   if (c ? c->lua.closed_by_script : b->closed_by_script)
@@ -152,6 +165,7 @@ no_room:
 }
 
 #define SEND_CLOSED 1 /* send_value: the connection closed under it */
+#define SENDV_MAX 8   /* conn:send's string arguments passed as one vector */
 
 /* Append one value (a string, or a table of strings) to the output: 0, a
  * UV_* error, or SEND_CLOSED when a metamethod closed the connection.
@@ -187,6 +201,28 @@ static int conn_send(lua_State *L) {
     lua_pushnil(L);
     lua_pushliteral(L, "connection is shut down for writing");
     return 2;
+  }
+  /* Strings only (the usual call, conn:send(line, "\n")): one call to
+   * the socket layer, which may write a large message straight from the
+   * strings. Anything else goes value by value below. */
+  if (n - 1 <= SENDV_MAX) {
+    uv_buf_t v[SENDV_MAX];
+    int k = 0;
+    while (k < n - 1 && lua_type(L, k + 2) == LUA_TSTRING) {
+      size_t len;
+      const char *s = lua_tolstring(L, k + 2, &len);
+      v[k].base = (char *)s; /* uv_buf_t on unix: a size_t length */
+      v[k++].len = len;
+    }
+    if (k == n - 1) {
+      if (hs_conn_sendv(c, v, (unsigned)k) != 0) {
+        hs_conn_abort(c, "out of memory");
+        lua_pushnil(L);
+        lua_pushliteral(L, "out of memory");
+        return 2;
+      }
+      n = 1; /* done: no value left for the loop */
+    }
   }
   for (int i = 2; i <= n; i++) {
     int r = send_value(L, c, i);
@@ -555,6 +591,7 @@ static int conn_eq(lua_State *L) {
 
 void hs_lconn_open(lua_State *L) {
   luaL_newmetatable(L, CONN_MT);
+  hs_server_from_lua(L)->lua.conn_mt = lua_topointer(L, -1);
   luaL_newlib(L, methods);
   lua_newtable(L); /* fields: name -> index + 1 */
   for (int i = 0; readonly[i]; i++) {

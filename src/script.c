@@ -467,6 +467,12 @@ int hs_script_open(hs_server_t *srv) {
   srv->lua.module_ref = LUA_NOREF;
   srv->lua.prev_module_ref = LUA_NOREF;
   luaL_openlibs(L);
+  /* The generational collector: a server makes short-lived strings and
+   * tables for every message, and most die young. Measured under callgrind
+   * (bench/load, docs/performance.md): 21 % fewer instructions per 16 KiB
+   * echo, 1.6 % per pipelined line, 3 % per Redis command, against the
+   * incremental one. A script may switch: collectgarbage("incremental"). */
+  lua_gc(L, LUA_GCGEN, 0, 0);
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   /* The count hook is what enforces handler_budget: a script may not take
    * it away, nor put a finalizer where the hook does not reach. */
