@@ -326,6 +326,7 @@ void hs_conn_dispatch(hs_conn_t *c) {
     if (srv->ev->frame(c, &c->framer, p + fr.off, fr.len) != 0) break;
   }
   c->flags &= ~HS_CONN_DISPATCHING;
+  if (delivered && srv->ev->frames_done) srv->ev->frames_done(c);
   /* Push mode ends the connection at EOF once every complete frame was
    * delivered and its output is flushed; a pull reader decides for itself
    * (its read fails with "closed"). */

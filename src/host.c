@@ -73,9 +73,31 @@ static int frame(hs_conn_t *c, const hs_framer_t *f, const char *msg, size_t len
     return 0;
   }
   lua_State *L = srv->lua.L;
-  if (!lua_checkstack(L, 4)) {
+  if (!lua_checkstack(L, 6)) {
     hs_conn_abort(c, "out of memory");
     return -1;
+  }
+  /* The frames of one dispatch: on_message and the box are looked up for
+   * the first and stay on the stack until frames_done, so each frame
+   * pushes copies. Only from the top (no Lua call under way: a dispatch
+   * inside one, from a C function the script called, takes the long way
+   * and leaves the stack as it found it). */
+  if (srv->lua.batch == c) {
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    goto push;
+  }
+  if (!srv->lua.batch && srv->lua.budget_depth == 0 && !(c->flags & HS_CONN_OUTBOUND)) {
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.on_message_ref) != LUA_TFUNCTION) {
+      lua_pop(L, 1);
+      return 0; /* no on_message: the message is dropped */
+    }
+    hs_lconn_push(L, c);
+    srv->lua.batch = c;
+    srv->lua.batch_top = lua_gettop(L);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    goto push;
   }
   if (!(c->flags & HS_CONN_OUTBOUND)) {
     if (lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.on_message_ref) != LUA_TFUNCTION) {
@@ -86,12 +108,21 @@ static int frame(hs_conn_t *c, const hs_framer_t *f, const char *msg, size_t len
     return 0;
   }
   hs_lconn_push(L, c);
+push:
   if (hs_lconn_push_frame(c, L, f, msg, len) != 0) {
     lua_pop(L, 2);
     return -1;
   }
   hs_script_call(srv, c, 2, "on_message");
   return 0;
+}
+
+/* The dispatch of c's frames ended: let go of what frame kept. */
+static void frames_done(hs_conn_t *c) {
+  hs_server_t *srv = c->srv;
+  if (srv->lua.batch != c) return;
+  lua_settop(srv->lua.L, srv->lua.batch_top - 2);
+  srv->lua.batch = NULL;
 }
 
 static void read_failed(hs_conn_t *c, const char *why, const char *partial, size_t n) {
@@ -219,6 +250,7 @@ const hs_events_t hs_host_events = {
     .opened = opened,
     .connected = connected,
     .frame = frame,
+    .frames_done = frames_done,
     .read_failed = read_failed,
     .frame_error = frame_error,
     .drain = drain,

@@ -111,6 +111,8 @@ typedef struct hs_events {
   /* One frame. msg stays valid for the call; copy it before anything else.
    * Return 0 to go on delivering, -1 to stop (the host closed c). */
   int (*frame)(hs_conn_t *c, const hs_framer_t *f, const char *msg, size_t len);
+  /* A dispatch that delivered frames to c ended (push mode); optional. */
+  void (*frames_done)(hs_conn_t *c);
   /* A pull read (hs_conn_want) ended without a frame: why is "closed",
    * "timeout" or a frame error; partial is what had arrived. */
   void (*read_failed)(hs_conn_t *c, const char *why, const char *partial, size_t n);
@@ -317,6 +319,8 @@ typedef struct hs_script {
   int budget_tripped;       /* the budget ran out: every instruction raises */
   uint64_t budget_deadline; /* budget clock, ns */
   hs_conn_t *current;       /* connection whose handler runs now, for logs */
+  hs_conn_t *batch;         /* frames of this connection are being delivered (host.c) */
+  int batch_top;            /* the stack's top with its on_message and box on it */
   int argc;                 /* script arguments */
   char **argv;
   int check_only;

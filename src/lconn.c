@@ -536,10 +536,13 @@ static hs_lbox_t *self_box(lua_State *L) {
 
 /* conn.key: a method, a read-only field, or the script's own state. */
 static int conn_index(lua_State *L) {
-  hs_lbox_t *b = self_box(L);
-  if (!b) return luaL_typeerror(L, 1, CONN_MT);
+  /* A method first, and with no check of what self is: every method checks
+   * its own self when called, and conn:send is looked up for every
+   * message. */
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1; /* methods[key] */
+  hs_lbox_t *b = self_box(L);
+  if (!b) return luaL_typeerror(L, 1, CONN_MT);
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TNUMBER) /* fields[key] */
     return push_field(L, b, (int)lua_tointeger(L, -1) - 1);
