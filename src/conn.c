@@ -85,7 +85,9 @@ static void consume(hs_conn_t *c, size_t n) {
   } else {
     c->in.rpos += n;
   }
-  c->scan = (hs_scan_t){0, 0};
+  /* What the framer learned stays true of bytes none of which went (an
+   * http framing's interim 100-continue head consumes nothing). */
+  if (n) c->scan = (hs_scan_t){0, 0};
 }
 
 /* Give an empty input buffer's storage back: an idle connection holds none. */
@@ -199,7 +201,9 @@ static void linger_input(hs_conn_t *c) {
 }
 
 static const char *frame_error_text(int r, const char *detail) {
-  return r == HS_FRAME_TOOBIG ? "frame too large" : detail ? detail : "malformed frame";
+  /* A framer may say which limit (http: "body too large"...). */
+  if (detail) return detail;
+  return r == HS_FRAME_TOOBIG ? "frame too large" : "malformed frame";
 }
 
 /* Input broke the framing: count and log it, then let the host answer. */

@@ -1,6 +1,7 @@
 /* frame.c: the framers. Each call is given the unconsumed bytes and says where
  * the next frame is; a frame is never copied here. */
 #include "frame.h"
+#include "http1.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +38,21 @@ void hs_framer_all(hs_framer_t *f) {
 void hs_framer_resp(hs_framer_t *f) {
   memset(f, 0, sizeof *f);
   f->kind = HS_FRAME_RESP;
+}
+
+void hs_framer_http(hs_framer_t *f) {
+  memset(f, 0, sizeof *f);
+  f->kind = HS_FRAME_HTTP;
+}
+
+int hs_framer_set_http(hs_framer_t *f, size_t max_head, size_t max_line, size_t max_headers,
+                       int cont) {
+  if (f->kind != HS_FRAME_HTTP || max_headers > HS_HTTP1_MAX_HEADERS_CAP) return -1;
+  f->max_head = max_head;
+  f->max_line = max_line;
+  f->max_headers = max_headers;
+  f->http_continue = cont != 0;
+  return 0;
 }
 
 int hs_framer_delim(hs_framer_t *f, const char *d, size_t len) {
@@ -93,6 +109,7 @@ const char *hs_framer_name(const hs_framer_t *f) {
   case HS_FRAME_EXACT: return "exact";
   case HS_FRAME_ALL: return "all";
   case HS_FRAME_RESP: return "resp";
+  case HS_FRAME_HTTP: return "http";
   case HS_FRAME_LENGTH:
     switch (f->len_kind) {
     case HS_LEN_U8: return "length u8";
@@ -116,6 +133,13 @@ const char *hs_framer_describe(const hs_framer_t *f, char *buf, size_t len) {
   if (f->kind == HS_FRAME_LENGTH && f->len_kind == HS_LEN_VARINT && f->max_bytes != HS_VARINT_MAX &&
       at < len)
     snprintf(buf + at, len - at, " max_bytes %u", f->max_bytes);
+  if (f->kind == HS_FRAME_HTTP) {
+    if (f->max_head && at < len) at += (size_t)snprintf(buf + at, len - at, " max_head %zu", f->max_head);
+    if (f->max_line && at < len) at += (size_t)snprintf(buf + at, len - at, " max_line %zu", f->max_line);
+    if (f->max_headers && at < len)
+      at += (size_t)snprintf(buf + at, len - at, " max_headers %zu", f->max_headers);
+    if (f->http_continue && at < len) snprintf(buf + at, len - at, " continue");
+  }
   return buf;
 }
 
@@ -475,6 +499,7 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
   }
 
   case HS_FRAME_RESP: return resp_next(p, n, max_frame, scan, out);
+  case HS_FRAME_HTTP: return hs_http1_next(f, p, n, max_frame, scan, out);
   }
   out->why = "unknown framing";
   return HS_FRAME_BAD;
@@ -484,6 +509,10 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
  * the header moves forward by the prefix's width (memmove: they may
  * overlap), and the message starts where it now is. */
 void hs_frame_join(const hs_framer_t *f, char *p, hs_frame_t *out) {
+  if (f->kind == HS_FRAME_HTTP) {
+    hs_http1_join(p, out);
+    return;
+  }
   size_t head = f->kind == HS_FRAME_LENGTH ? f->header : 0;
   if (!head) return;
   memmove(p + out->off - head, p, head);

@@ -14,7 +14,8 @@ typedef enum hs_frame_kind {
   HS_FRAME_EXACT,   /* exactly n bytes */
   HS_FRAME_ALL,     /* everything until the peer closes */
   HS_FRAME_RESP,    /* a Redis command: an array of bulk strings, or a line */
-  HS_FRAME_CRLF     /* up to CRLF, which is not delivered; a bare LF is data */
+  HS_FRAME_CRLF,    /* up to CRLF, which is not delivered; a bare LF is data */
+  HS_FRAME_HTTP     /* an HTTP/1.x request: head and whole body (http1.h) */
 } hs_frame_kind_t;
 
 typedef enum hs_len_kind {
@@ -43,6 +44,10 @@ typedef struct hs_framer {
   size_t header;            /* HS_FRAME_LENGTH: bytes before the prefix, delivered */
   unsigned max_bytes;       /* HS_FRAME_LENGTH, varint: longest prefix accepted */
   int keep_eol;             /* HS_FRAME_LINE: deliver the LF (and a CR before it) */
+  size_t max_head;          /* HS_FRAME_HTTP: head bytes (0: max_frame) */
+  size_t max_line;          /* HS_FRAME_HTTP: request line bytes (0: max_head) */
+  size_t max_headers;       /* HS_FRAME_HTTP: header lines (0: HS_HTTP1_MAX_HEADERS) */
+  int http_continue;        /* HS_FRAME_HTTP: deliver an interim head for 100-continue */
 } hs_framer_t;
 
 /* Where a frame was found: payload at p[off, off+len), and consumed bytes
@@ -63,7 +68,8 @@ typedef struct hs_frame {
 typedef struct hs_scan {
   size_t pos;  /* bytes already searched (line, delimiter), or the offset of
                   the next element of a RESP command */
-  size_t left; /* RESP: elements of the command not yet complete */
+  size_t left; /* RESP: elements of the command not yet complete; HTTP:
+                  what the body still awaits (http1.h) */
 } hs_scan_t;
 
 /* Results of hs_frame_next. */
@@ -73,7 +79,8 @@ typedef struct hs_scan {
 #define HS_FRAME_BAD (-2)    /* malformed input (an over-long varint, bad RESP) */
 #define HS_FRAME_SKIP                               \
   2 /* nothing to deliver; drop out->consumed bytes \
-       (a RESP empty command or blank inline line) */
+       (a RESP empty command or blank inline line, \
+       empty lines before an HTTP request) */
 
 /* Look for the next frame in p[0, n). *scan carries what a previous call
  * learned about the same unconsumed bytes (see hs_scan_t). eof says the peer
@@ -88,7 +95,8 @@ int hs_frame_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
  * span: a header is moved forward over the length prefix to sit right
  * before the payload (the prefix bytes are overwritten: call it once, for a
  * frame being consumed). Afterwards the message is p[out->off, out->off +
- * out->len). Without a header it changes nothing. */
+ * out->len). Without a header it changes nothing. An http framing's
+ * chunked request is de-chunked here, in place (http1.h). */
 void hs_frame_join(const hs_framer_t *f, char *p, hs_frame_t *out);
 
 /* Build framers; return 0, or -1 for an argument out of range. */
@@ -98,6 +106,12 @@ void hs_framer_line_keep(hs_framer_t *f); /* a line with its LF (and CR): io.rea
 void hs_framer_crlf(hs_framer_t *f);
 void hs_framer_all(hs_framer_t *f);
 void hs_framer_resp(hs_framer_t *f);
+void hs_framer_http(hs_framer_t *f); /* HTTP/1.x requests (http1.h) */
+/* An http framing only: its limits (0 keeps the default; max_headers at
+ * most HS_HTTP1_MAX_HEADERS_CAP) and whether a head that asks for
+ * "100-continue" is delivered alone first. */
+int hs_framer_set_http(hs_framer_t *f, size_t max_head, size_t max_line, size_t max_headers,
+                       int cont);
 int hs_framer_delim(hs_framer_t *f, const char *d, size_t len);
 int hs_framer_exact(hs_framer_t *f, size_t n);
 /* name is one of "u8", "u16be", "u16le", "u32be", "u32le", "varint" */

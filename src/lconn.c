@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "http1.h"
 #include "proxy.h"
 
 #define CONN_MT "hotsock.conn"
@@ -130,8 +131,121 @@ static int lua_room(hs_server_t *srv, size_t need) {
   return hs_script_room(srv, need);
 }
 
+/* ---- http framing: a request as one table ---- */
+
+typedef struct http_sink {
+  lua_State *L; /* the headers table on top */
+  int oom;
+} http_sink_t;
+
+/* One header line into the headers table: the name lower-cased, repeated
+ * names joined with ", " (Set-Cookie with "\n", as its values may hold
+ * commas; a repeated Content-Length is the same value, kept once). */
+static void push_header(void *ud, const char *name, size_t nlen, const char *v, size_t vlen) {
+  http_sink_t *s = ud;
+  lua_State *L = s->L;
+  char small[64] = {0}, *key = small;
+  if (s->oom) return;
+  if (nlen > sizeof small && !(key = malloc(nlen))) {
+    s->oom = 1;
+    return;
+  }
+  for (size_t i = 0; i < nlen; i++) {
+    unsigned char ch = (unsigned char)name[i];
+    key[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+  }
+  int cookie = nlen == 10 && memcmp(key, "set-cookie", 10) == 0;
+  int length = nlen == 14 && memcmp(key, "content-length", 14) == 0;
+  lua_pushlstring(L, key, nlen);
+  if (key != small) free(key);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushlstring(L, v, vlen);
+  } else if (length) {
+    lua_pop(L, 2);
+    return;
+  } else {
+    if (cookie)
+      lua_pushliteral(L, "\n");
+    else
+      lua_pushliteral(L, ", ");
+    lua_pushlstring(L, v, vlen);
+    lua_concat(L, 3);
+  }
+  lua_rawset(L, -3);
+}
+
+/* The message of an http framing (http1.h: [head][body], or a head alone
+ * without its blank line for 100-continue) as a table: method, target,
+ * path, query (nil without "?"), version ("1.1"), major, minor, headers,
+ * body (the whole body, "" for none), or continue = true and no body for
+ * the interim head. The head was checked by the framer: this walks it once
+ * more for the offsets, with no limits. */
+static int push_http(hs_conn_t *c, lua_State *L, const char *m, size_t len) {
+  hs_http1_limits_t lim = {SIZE_MAX, SIZE_MAX, HS_HTTP1_MAX_HEADERS_CAP, SIZE_MAX};
+  hs_http1_req_t req;
+  const char *why;
+  /* A header line takes at least 3 bytes ("a:\n"): a key and a value per 3
+   * bytes, joined values, and the body, at most. Counted only when that
+   * bound does not fit. */
+  size_t need = 512 + 2 * len + (len / 3 + 1) * 96;
+  if (!lua_checkstack(L, 8)) return -1; /* the request, headers, a key, its values */
+  if (!hs_script_room(c->srv, need)) {
+    if (hs_http1_head(m, len, &lim, &req, NULL, NULL, &why) != 0 ||
+        !lua_room(c->srv, 512 + 2 * len + req.nheaders * 96))
+      return -1;
+  }
+  lua_createtable(L, 0, 10);
+  lua_createtable(L, 0, 4);
+  http_sink_t sink = {L, 0};
+  if (hs_http1_head(m, len, &lim, &req, push_header, &sink, &why) != 0 || sink.oom) {
+    lua_pop(L, 2);
+    return -1;
+  }
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, m, req.method_len);
+  lua_setfield(L, -2, "method");
+  const char *t = m + req.target_off;
+  lua_pushlstring(L, t, req.target_len);
+  const char *q = memchr(t, '?', req.target_len);
+  if (!q) {
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "path");
+  } else {
+    lua_pushlstring(L, t, (size_t)(q - t));
+    lua_setfield(L, -3, "path");
+    lua_pushlstring(L, q + 1, req.target_len - (size_t)(q - t) - 1);
+    lua_setfield(L, -3, "query");
+  }
+  lua_setfield(L, -2, "target");
+  if (req.minor == 1)
+    lua_pushliteral(L, "1.1");
+  else if (req.minor == 0)
+    lua_pushliteral(L, "1.0");
+  else
+    lua_pushfstring(L, "1.%d", req.minor);
+  lua_setfield(L, -2, "version");
+  lua_pushinteger(L, 1);
+  lua_setfield(L, -2, "major");
+  lua_pushinteger(L, req.minor);
+  lua_setfield(L, -2, "minor");
+  if (req.complete) {
+    lua_pushlstring(L, m + req.head_len, len - req.head_len);
+    lua_setfield(L, -2, "body");
+  } else {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "continue");
+  }
+  return 0;
+}
+
 int hs_lconn_push_frame(hs_conn_t *c, lua_State *L, const hs_framer_t *f, const char *m,
                         size_t len) {
+  if (f->kind == HS_FRAME_HTTP) {
+    if (push_http(c, L, m, len) != 0) goto no_room;
+    return 0;
+  }
   if (f->kind != HS_FRAME_RESP) {
     if (!lua_room(c->srv, len + 64)) goto no_room;
     lua_pushlstring(L, m, len);

@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "http1.h"
 #include "supervisor.h"
 #include "tls.h"
 
@@ -73,9 +74,12 @@ static const char *near_setting(const char *k) {
 }
 
 /* The keys a framing table may have. */
-static const char *const framing_keys[] = {"delimiter", "length",    "exact",
-                                           "header",    "max_bytes", NULL};
-#define FRAMING_KEYS "delimiter, length, exact, header, max_bytes"
+static const char *const framing_keys[] = {"delimiter", "length",   "exact",    "header",
+                                           "max_bytes", "http",     "max_head", "max_line",
+                                           "max_headers", "continue", NULL};
+#define FRAMING_KEYS                                                                       \
+  "delimiter, length, exact, header, max_bytes, http, max_head, max_line, max_headers, " \
+  "continue"
 
 /* Check that the framing table at idx has only known keys: 0, or -1 with
  * err naming the first other one. lua_next is raw, and keys are never
@@ -130,6 +134,54 @@ static int framing_option(lua_State *L, int idx, const char *name, hs_framer_t *
   return r;
 }
 
+/* The options of an http framing ({http = "request", max_head = n, ...}):
+ * 0, or -1 with err (also for one given with another framing). */
+static int http_options(lua_State *L, int idx, hs_framer_t *f, char *err, size_t errlen) {
+  static const char *const names[] = {"max_head", "max_line", "max_headers"};
+  size_t v[3] = {0, 0, 0};
+  for (int i = 0; i < 3; i++) {
+    int t = hs_rawfield(L, idx, names[i]);
+    if (t != LUA_TNIL) {
+      int isint;
+      lua_Integer n = lua_tointegerx(L, -1, &isint);
+      lua_pop(L, 1);
+      if (f->kind != HS_FRAME_HTTP) {
+        snprintf(err, errlen, "%s goes with an http framing ({http = \"request\", %s = n})",
+                 names[i], names[i]);
+        return -1;
+      }
+      if (t != LUA_TNUMBER || !isint || n <= 0 ||
+          (i == 2 && n > HS_HTTP1_MAX_HEADERS_CAP)) {
+        if (i == 2)
+          snprintf(err, errlen, "max_headers must be an integer from 1 to %d",
+                   HS_HTTP1_MAX_HEADERS_CAP);
+        else
+          snprintf(err, errlen, "%s must be a positive integer", names[i]);
+        return -1;
+      }
+      v[i] = (size_t)n;
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  int t = hs_rawfield(L, idx, "continue");
+  int cont = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (t != LUA_TNIL && f->kind != HS_FRAME_HTTP) {
+    snprintf(err, errlen, "continue goes with an http framing ({http = \"request\", continue = true})");
+    return -1;
+  }
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+    snprintf(err, errlen, "continue must be a boolean");
+    return -1;
+  }
+  if (f->kind == HS_FRAME_HTTP && hs_framer_set_http(f, v[0], v[1], v[2], cont) != 0) {
+    snprintf(err, errlen, "bad http framing options");
+    return -1;
+  }
+  return 0;
+}
+
 /* Parse a framing spec at idx (a string, a byte count or a table). 0, or -1
  * with err. Used for the module's framing, conn:framing, conn:receive and
  * hs.connect's opts.framing, so they all take the same specs. */
@@ -150,10 +202,13 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
       hs_framer_all(f);
     else if (strcmp(s, "resp") == 0)
       hs_framer_resp(f);
+    else if (strcmp(s, "http") == 0)
+      hs_framer_http(f);
     else {
       snprintf(err, errlen,
-               "unknown framing \"%s\" (use \"raw\", \"line\", \"crlf\", \"resp\", \"L\", "
-               "\"*a\", a byte count, or a table {delimiter=}, {length=}, {exact=})",
+               "unknown framing \"%s\" (use \"raw\", \"line\", \"crlf\", \"resp\", \"http\", "
+               "\"L\", \"*a\", a byte count, or a table {delimiter=}, {length=}, {exact=}, "
+               "{http=})",
                s);
       return -1;
     }
@@ -204,11 +259,22 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     }
   }
   lua_pop(L, 1);
+  if (!bad && hs_rawfield(L, idx, "http") != LUA_TNIL) {
+    found++;
+    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "request") != 0) {
+      snprintf(err, errlen, "http must be \"request\"");
+      bad = 1;
+    } else if (found == 1) {
+      hs_framer_http(f);
+    }
+  }
+  lua_pop(L, 1);
   if (bad) return -1;
   if (found != 1) {
-    snprintf(err, errlen, "a framing table needs exactly one of delimiter, length, exact");
+    snprintf(err, errlen, "a framing table needs exactly one of delimiter, length, exact, http");
     return -1;
   }
+  if (http_options(L, idx, f, err, errlen) != 0) return -1;
   char range[64];
   snprintf(range, sizeof range, "an integer from 0 to %d", HS_HEADER_MAX);
   if (framing_option(L, idx, "header", f, hs_framer_set_header, range, err, errlen) != 0) return -1;

@@ -2,7 +2,19 @@
 --
 --   local http = require "hotsock.http"
 --
--- Request heads
+-- Requests framed in C (the fast path: framing = "http", docs/protocols.md)
+--   http.framing(opts)      -> {http = "request", ...}: the framing spec;
+--                              opts.max_head, max_line, max_headers, continue
+--   http.refusal_status(why) -> the status to answer a frame error with
+--                              (400, 413, 414, 431), from http.refusals
+--   The host hands on_message (or conn:receive) one table per request:
+--   method, target, path, query, version, major, minor, headers (as
+--   below) and body (the whole body, de-chunked; "" for none). With
+--   continue = true a head asking for "Expect: 100-continue" comes first
+--   alone, with continue = true and no body: answer http.CONTINUE (or
+--   refuse); the whole request follows.
+--
+-- Request heads (the same rules, in Lua)
 --   http.parse_request_line(line) -> method, target, major, minor | nil, err
 --   http.parse_head(text)         -> req | nil, err     (a whole head, e.g.
 --                                     from {delimiter = "\r\n\r\n"} framing)
@@ -294,6 +306,46 @@ function M.expects_continue(req)
 end
 
 M.CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+
+---------------------------------------------------------------------------
+-- requests framed in C
+---------------------------------------------------------------------------
+
+-- The refusals of the C framer (frame errors of framing = "http"), the
+-- words of the Lua parser above, and the status to answer each with.
+M.refusals = {
+  ["malformed request line"] = 400, ["malformed method"] = 400,
+  ["malformed request target"] = 400, ["unsupported HTTP version"] = 400,
+  ["obsolete header line folding"] = 400, ["malformed header line"] = 400,
+  ["malformed header value"] = 400, ["conflicting Content-Length headers"] = 400,
+  ["both Transfer-Encoding and Content-Length"] = 400,
+  ["Transfer-Encoding in an HTTP/1.0 request"] = 400,
+  ["bad Transfer-Encoding"] = 400, ["unsupported Transfer-Encoding"] = 400,
+  ["bad Content-Length"] = 400, ["malformed chunk size"] = 400,
+  ["chunk data not followed by CRLF"] = 400, ["chunk line too long"] = 400,
+  ["trailer line too long"] = 400, ["too many trailer lines"] = 400,
+  ["too many headers"] = 431, ["request head too large"] = 431,
+  ["request line too long"] = 414, ["body too large"] = 413,
+}
+
+-- refusal_status(why) -> status for a frame error's reason (400 for any
+-- other: "frame too large", "input too large"...)
+function M.refusal_status(why)
+  return M.refusals[why] or 400
+end
+
+-- framing([opts]) -> the framing spec of C-framed requests. opts:
+-- max_head (request line and headers, bytes), max_line (the request line),
+-- max_headers (header lines, default 100), continue (deliver a head that
+-- expects 100-continue first). The body is capped by max_frame.
+function M.framing(opts)
+  local f = { http = "request" }
+  if opts then
+    f.max_head, f.max_line, f.max_headers = opts.max_head, opts.max_line, opts.max_headers
+    if opts.continue ~= nil then f.continue = opts.continue and true or false end
+  end
+  return f
+end
 
 ---------------------------------------------------------------------------
 -- body readers

@@ -269,7 +269,8 @@ static void reference(const job_t *j, run_t *out) {
       abort(); /* no frame list to compare */
 
     case HS_FRAME_RESP:
-      abort(); /* never chosen here: fuzz_resp.c has its own harness */
+    case HS_FRAME_HTTP:
+      abort(); /* never chosen here: fuzz_resp.c and fuzz_http1.c have their own */
 
     case HS_FRAME_ALL:
       if (rem > j->max) out->end = HS_FRAME_TOOBIG;
