@@ -36,8 +36,21 @@ static int is_space(unsigned char c) {
 static int is_tchar(unsigned char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
   switch (c) {
-  case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-  case '-': case '.': case '^': case '_': case '`': case '|': case '~': return 1;
+  case '!':
+  case '#':
+  case '$':
+  case '%':
+  case '&':
+  case '\'':
+  case '*':
+  case '+':
+  case '-':
+  case '.':
+  case '^':
+  case '_':
+  case '`':
+  case '|':
+  case '~': return 1;
   default: return 0;
   }
 }
@@ -72,7 +85,7 @@ static int hex_digit(unsigned char c) {
  * spaces and tabs. Only how many there are and whether the last is
  * "chunked" matter. */
 typedef struct te_state {
-  size_t headers;  /* TE header lines seen */
+  size_t headers; /* TE header lines seen */
   size_t codings;
   int last_chunked;
 } te_state_t;
@@ -104,11 +117,13 @@ static int request_line(const char *p, size_t len, const hs_http1_limits_t *lim,
   size_t i = 0;
   while (i < len && !is_space((unsigned char)p[i])) i++;
   size_t mlen = i;
-  if (mlen == 0 || i == len || p[i] != ' ') return fail(why, HS_FRAME_BAD, "malformed request line");
+  if (mlen == 0 || i == len || p[i] != ' ')
+    return fail(why, HS_FRAME_BAD, "malformed request line");
   size_t ts = ++i;
   while (i < len && !is_space((unsigned char)p[i])) i++;
   size_t tlen = i - ts;
-  if (tlen == 0 || i == len || p[i] != ' ') return fail(why, HS_FRAME_BAD, "malformed request line");
+  if (tlen == 0 || i == len || p[i] != ' ')
+    return fail(why, HS_FRAME_BAD, "malformed request line");
   i++;
   if (len - i != 8 || memcmp(p + i, "HTTP/", 5) != 0 || p[i + 5] < '0' || p[i + 5] > '9' ||
       p[i + 6] != '.' || p[i + 7] < '0' || p[i + 7] > '9')
@@ -394,11 +409,10 @@ int hs_http1_next(const hs_framer_t *f, const char *p, size_t n, size_t max_fram
   }
   case HS_HTTP1_BODY_CHUNKED:
     r = chunks(&lim, p, n, head_len, PH_SIZE, 0, 0, scan, out);
-    if (r == HS_FRAME_MORE && f->http_continue && req.expect_continue) return interim(head_size, out);
+    if (r == HS_FRAME_MORE && f->http_continue && req.expect_continue)
+      return interim(head_size, out);
     return r;
-  default:
-    out->off = 0, out->len = head_len, out->consumed = head_len;
-    return HS_FRAME_OK;
+  default: out->off = 0, out->len = head_len, out->consumed = head_len; return HS_FRAME_OK;
   }
 }
 

@@ -25,10 +25,10 @@
 
 #include "frame.h"
 
-#define HS_HTTP1_MAX_HEADERS 100      /* header lines, by default */
+#define HS_HTTP1_MAX_HEADERS 100       /* header lines, by default */
 #define HS_HTTP1_MAX_HEADERS_CAP 10000 /* the most max_headers may say */
-#define HS_HTTP1_CHUNK_LINE 4096      /* a chunk-size line (with extensions) */
-#define HS_HTTP1_MAX_TRAILERS 100     /* trailer lines of a chunked body */
+#define HS_HTTP1_CHUNK_LINE 4096       /* a chunk-size line (with extensions) */
+#define HS_HTTP1_MAX_TRAILERS 100      /* trailer lines of a chunked body */
 
 /* Body kinds. */
 #define HS_HTTP1_BODY_NONE 0
@@ -37,26 +37,26 @@
 
 /* The limits a framer applies, from its options and max_frame. */
 typedef struct hs_http1_limits {
-  size_t max_head;      /* request line and header lines, with their line ends */
-  size_t max_line;      /* the request line, without its line end */
-  size_t max_headers;   /* header lines */
-  size_t max_body;      /* body bytes (de-chunked) */
+  size_t max_head;    /* request line and header lines, with their line ends */
+  size_t max_line;    /* the request line, without its line end */
+  size_t max_headers; /* header lines */
+  size_t max_body;    /* body bytes (de-chunked) */
 } hs_http1_limits_t;
 
 void hs_http1_limits(const hs_framer_t *f, size_t max_frame, hs_http1_limits_t *lim);
 
 /* What hs_http1_head found in a head. Offsets are from the head's start. */
 typedef struct hs_http1_req {
-  size_t method_len;               /* the method is p[0, method_len) */
-  size_t target_off, target_len;   /* the request target */
-  int minor;                       /* HTTP/1.minor */
-  size_t nheaders;                 /* header lines */
-  size_t head_size;                /* request line and header lines, line ends included */
-  size_t head_len;                 /* the same and the blank line: where the body starts */
-  int complete;                    /* the blank line was seen (else: an interim head) */
-  int body;                        /* HS_HTTP1_BODY_* */
-  uint64_t length;                 /* HS_HTTP1_BODY_LENGTH: Content-Length */
-  int expect_continue;             /* HTTP/1.1 and "Expect: 100-continue" */
+  size_t method_len;             /* the method is p[0, method_len) */
+  size_t target_off, target_len; /* the request target */
+  int minor;                     /* HTTP/1.minor */
+  size_t nheaders;               /* header lines */
+  size_t head_size;              /* request line and header lines, line ends included */
+  size_t head_len;               /* the same and the blank line: where the body starts */
+  int complete;                  /* the blank line was seen (else: an interim head) */
+  int body;                      /* HS_HTTP1_BODY_* */
+  uint64_t length;               /* HS_HTTP1_BODY_LENGTH: Content-Length */
+  int expect_continue;           /* HTTP/1.1 and "Expect: 100-continue" */
 } hs_http1_req_t;
 
 /* Called for each header line: the name as sent (not lower-cased) and the

@@ -19,9 +19,9 @@
 
 #define OUT_MAX 8192
 #define ASSERT(x) ASSERT_TRUE(x)
-#define ASSERT_STR_EQ(a, b)                        \
-  do {                                             \
-    const char *sa_ = (a), *sb_ = (b);             \
+#define ASSERT_STR_EQ(a, b)                            \
+  do {                                                 \
+    const char *sa_ = (a), *sb_ = (b);                 \
     ASSERT_MEM_EQ(sa_, strlen(sa_), sb_, strlen(sb_)); \
   } while (0)
 
@@ -183,8 +183,7 @@ TEST(http1_chunked_binary_and_empty) {
 
 TEST(http1_leading_empty_lines_and_lf_heads) {
   hs_framer_t f = http();
-  STREAM(&f, 65536, "\r\n\n\r\nGET / HTTP/1.1\nA: 1\n\r\n",
-         "GET / 1.1|A: 1|\nMORE");
+  STREAM(&f, 65536, "\r\n\n\r\nGET / HTTP/1.1\nA: 1\n\r\n", "GET / 1.1|A: 1|\nMORE");
 }
 
 TEST(http1_continue_interim) {
@@ -198,20 +197,23 @@ TEST(http1_continue_interim) {
   size_t cuts[2] = {hn, hn + 2};
   rec_t r;
   drive(&f, 65536, s, hn + 2, cuts, 2, &r);
-  ASSERT_STR_EQ(r.s, "CONTINUE POST /e 1.1|Content-Length: 2|Expect: 100-Continue\n"
-                     "POST /e 1.1|Content-Length: 2|Expect: 100-Continue|hi\nMORE");
+  ASSERT_STR_EQ(r.s,
+                "CONTINUE POST /e 1.1|Content-Length: 2|Expect: 100-Continue\n"
+                "POST /e 1.1|Content-Length: 2|Expect: 100-Continue|hi\nMORE");
   /* all at once: no interim */
   size_t one[1] = {hn + 2};
   drive(&f, 65536, s, hn + 2, one, 1, &r);
   ASSERT_STR_EQ(r.s, "POST /e 1.1|Content-Length: 2|Expect: 100-Continue|hi\nMORE");
   /* chunked too */
-  const char *c = "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
-                  "2\r\nok\r\n0\r\n\r\n";
+  const char *c =
+      "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+      "2\r\nok\r\n0\r\n\r\n";
   size_t ch = strstr(c, "2\r\n") - c, cn = strlen(c);
   size_t ccuts[2] = {ch, cn};
   drive(&f, 65536, c, cn, ccuts, 2, &r);
-  ASSERT_STR_EQ(r.s, "CONTINUE POST /c 1.1|Transfer-Encoding: chunked|Expect: 100-continue\n"
-                     "POST /c 1.1|Transfer-Encoding: chunked|Expect: 100-continue|ok\nMORE");
+  ASSERT_STR_EQ(r.s,
+                "CONTINUE POST /c 1.1|Transfer-Encoding: chunked|Expect: 100-continue\n"
+                "POST /c 1.1|Transfer-Encoding: chunked|Expect: 100-continue|ok\nMORE");
   /* without the option, and for HTTP/1.0, and for no body: never */
   hs_framer_t plain = http();
   drive(&plain, 65536, s, hn + 2, cuts, 2, &r);
@@ -247,7 +249,8 @@ TEST(http1_refusals_request_line) {
 
 TEST(http1_refusals_headers) {
   hs_framer_t f = http();
-  REFUSE(&f, 65536, "GET / HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n", "BAD obsolete header line folding");
+  REFUSE(&f, 65536, "GET / HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n",
+         "BAD obsolete header line folding");
   REFUSE(&f, 65536, "GET / HTTP/1.1\r\n\tx: 1\r\n\r\n", "BAD obsolete header line folding");
   REFUSE(&f, 65536, "GET / HTTP/1.1\r\nNo colon here\r\n\r\n", "BAD malformed header line");
   REFUSE(&f, 65536, "GET / HTTP/1.1\r\nA : 1\r\n\r\n", "BAD malformed header line");
@@ -270,7 +273,8 @@ TEST(http1_refusals_body_headers) {
          "BAD both Transfer-Encoding and Content-Length");
   REFUSE(&f, 65536, "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
          "BAD Transfer-Encoding in an HTTP/1.0 request");
-  REFUSE(&f, 65536, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "BAD bad Transfer-Encoding");
+  REFUSE(&f, 65536, "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+         "BAD bad Transfer-Encoding");
   REFUSE(&f, 65536, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
          "BAD bad Transfer-Encoding");
   REFUSE(&f, 65536, "POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n", "BAD bad Transfer-Encoding");
@@ -315,7 +319,8 @@ TEST(http1_limits) {
   ASSERT_EQ(hs_framer_set_http(&f, 40, 20, 2, 0), 0);
   STREAM(&f, 100, "GET /123456 HTTP/1.1\r\n\r\n", "GET /123456 1.1|\nMORE"); /* 20 bytes */
   REFUSE(&f, 100, "GET /1234567 HTTP/1.1\r\n\r\n", "TOOBIG request line too long");
-  REFUSE(&f, 100, "GET / HTTP/1.1\r\nA: 12345678901234567890\r\n\r\n", "TOOBIG request head too large");
+  REFUSE(&f, 100, "GET / HTTP/1.1\r\nA: 12345678901234567890\r\n\r\n",
+         "TOOBIG request head too large");
   STREAM(&f, 100, "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n", "GET / 1.1|A: 1|B: 2|\nMORE");
   REFUSE(&f, 100, "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", "BAD too many headers");
   /* the body: max_frame (which caps the head too) */
@@ -372,8 +377,10 @@ TEST(http1_limits_found_early) {
 TEST(http1_trailers) {
   hs_framer_t f = http();
   char s[4096];
-  size_t n = (size_t)snprintf(s, sizeof s, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
-  for (int i = 0; i < HS_HTTP1_MAX_TRAILERS; i++) n += (size_t)snprintf(s + n, sizeof s - n, "T: %d\r\n", i);
+  size_t n =
+      (size_t)snprintf(s, sizeof s, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n");
+  for (int i = 0; i < HS_HTTP1_MAX_TRAILERS; i++)
+    n += (size_t)snprintf(s + n, sizeof s - n, "T: %d\r\n", i);
   memcpy(s + n, "\r\n", 2);
   check_stream(&f, 65536, s, n + 2, "POST / 1.1|Transfer-Encoding: chunked|\nMORE");
   n += (size_t)snprintf(s + n, sizeof s - n, "T: x\r\n\r\n");

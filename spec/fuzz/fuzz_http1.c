@@ -90,7 +90,8 @@ static void record(out_t *o, const hs_framer_t *f, size_t max, const char *m, si
   } else {
     size_t body = len - req.head_len;
     check(body <= lim.max_body, "a body over max_frame");
-    if (req.body == HS_HTTP1_BODY_LENGTH) check(body == req.length, "a body not its Content-Length");
+    if (req.body == HS_HTTP1_BODY_LENGTH)
+      check(body == req.length, "a body not its Content-Length");
     if (req.body == HS_HTTP1_BODY_NONE) check(body == 0, "a body where none was declared");
   }
   put_size(o, req.complete);
