@@ -275,9 +275,12 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     return -1;
   }
   if (http_options(L, idx, f, err, errlen) != 0) return -1;
-  char range[64];
-  snprintf(range, sizeof range, "an integer from 0 to %d", HS_HEADER_MAX);
-  if (framing_option(L, idx, "header", f, hs_framer_set_header, range, err, errlen) != 0) return -1;
+  /* The ranges as literals: formatting them on every conn:framing({...})
+   * cost more than the rest of the parse. */
+  _Static_assert(HS_HEADER_MAX == 255 && HS_VARINT_MAX == 10, "the ranges below say so");
+  if (framing_option(L, idx, "header", f, hs_framer_set_header, "an integer from 0 to 255", err,
+                     errlen) != 0)
+    return -1;
   if (hs_rawfield(L, idx, "max_bytes") != LUA_TNIL && f->kind == HS_FRAME_LENGTH &&
       f->len_kind != HS_LEN_VARINT) {
     snprintf(err, errlen, "max_bytes goes with length = \"varint\" only");
@@ -285,8 +288,8 @@ int hs_module_parse_framing(lua_State *L, int idx, hs_framer_t *f, char *err, si
     return -1;
   }
   lua_pop(L, 1);
-  snprintf(range, sizeof range, "an integer from 1 to %d", HS_VARINT_MAX);
-  if (framing_option(L, idx, "max_bytes", f, hs_framer_set_max_bytes, range, err, errlen) != 0)
+  if (framing_option(L, idx, "max_bytes", f, hs_framer_set_max_bytes, "an integer from 1 to 10",
+                     err, errlen) != 0)
     return -1;
   return 0;
 }
