@@ -20,6 +20,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
+#include "slab.h"
 
 #define HS_VERSION "0.1.0"
 
@@ -314,6 +315,7 @@ typedef struct hs_script {
   const void *conn_mt;      /* the conn metatable (lconn.c), compared by address */
   int coro_style;           /* the module has handle() */
   size_t lua_mem;           /* bytes the Lua allocator holds */
+  hs_slab_t slab;           /* the Lua heap's small blocks (slab.c) */
   int budget_depth;         /* nested protected calls under way */
   uint64_t budget_ms;       /* budget of the outermost call under way */
   int budget_tripped;       /* the budget ran out: every instruction raises */

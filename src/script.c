@@ -24,12 +24,21 @@ hs_server_t *hs_server_from_lua(lua_State *L) {
   return ud;
 }
 
-/* The allocator: counts the Lua heap and refuses to pass max_lua_memory. */
+/* The allocator: counts the Lua heap and refuses to pass max_lua_memory.
+ * Blocks up to HS_SLAB_MAX bytes (strings of a message, the tables and
+ * closures of a handler: most of what a server allocates per message) come
+ * from size classes (slab.c), larger ones from malloc. Lua passes the old
+ * size of every block it frees or resizes, so either kind is known
+ * without a header. */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   hs_server_t *srv = ud;
+  hs_slab_t *slab = &srv->lua.slab;
   size_t old = ptr ? osize : 0;
   if (nsize == 0) {
-    free(ptr);
+    if (old > HS_SLAB_MAX)
+      free(ptr);
+    else if (ptr)
+      hs_slab_free(slab, ptr, old);
     srv->lua.lua_mem -= old;
     return NULL;
   }
@@ -38,7 +47,22 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
    * own small pushes (a handler's name, a close reason, a new connection's
    * box) may pass it: refused there, they would end the process. */
   if (nsize > old && srv->lua.budget_depth > 0 && !hs_script_room(srv, nsize - old)) return NULL;
-  void *p = realloc(ptr, nsize);
+  void *p;
+  if (old > HS_SLAB_MAX && nsize > HS_SLAB_MAX) {
+    p = realloc(ptr, nsize);
+  } else if (old && old <= HS_SLAB_MAX && nsize <= HS_SLAB_MAX &&
+             hs_slab_class(old) == hs_slab_class(nsize)) {
+    p = ptr; /* the block has room already */
+  } else {
+    p = nsize <= HS_SLAB_MAX ? hs_slab_alloc(slab, nsize) : malloc(nsize);
+    if (p && ptr) {
+      memcpy(p, ptr, old < nsize ? old : nsize);
+      if (old > HS_SLAB_MAX)
+        free(ptr);
+      else
+        hs_slab_free(slab, ptr, old);
+    }
+  }
   if (!p) return NULL;
   srv->lua.lua_mem = srv->lua.lua_mem - old + nsize;
   return p;
@@ -514,6 +538,7 @@ int hs_script_open(hs_server_t *srv) {
 
 void hs_script_close(hs_server_t *srv) {
   if (srv->lua.L) lua_close(srv->lua.L);
+  hs_slab_destroy(&srv->lua.slab); /* after lua_close: every block is back */
   srv->lua.L = NULL;
   hs_ltls_close(srv);
   hs_ldict_close(srv);

@@ -16,9 +16,10 @@ extern const hs_test_t hs_conn_tests[];
 extern const hs_test_t hs_tls_tests[];
 extern const hs_test_t hs_proxy_tests[];
 extern const hs_test_t hs_dict_tests[];
+extern const hs_test_t hs_slab_tests[];
 
 static const hs_test_t *const lists[] = {hs_buf_tests, hs_frame_tests, hs_http1_tests, hs_conn_tests,
-                                         hs_tls_tests, hs_proxy_tests, hs_dict_tests};
+                                         hs_tls_tests, hs_proxy_tests, hs_dict_tests, hs_slab_tests};
 
 /* Where a failing assertion jumps to; set around each test. */
 static jmp_buf fail_jmp;
