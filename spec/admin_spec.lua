@@ -463,4 +463,85 @@ describe("admin endpoint", function()
     local listeners = out:match('<table id="listeners">.-<tbody>(.-)</tbody>')
     assert.truthy(listeners:find("<td>" .. srv.addrs[1] .. "</td>", 1, true), listeners)
   end)
+  it("survives a trace that overflows in the middle of a send of several strings", function()
+    local srv, sock = start_admin(ECHO, { "--max-outbuf", "8192" })
+    local c = client(srv)
+    local k = console(sock)
+    local id = client_id(k, local_addr(c))
+    ask(k, "trace " .. id)
+    local line = ("q"):rep(1000)
+    H.send(c, line .. "\n") -- the reply is three strings: "echo: ", line, "\n"
+    assert.are.equal("echo: " .. line, H.line(c))
+    srv:expect_log("admin console fell behind its trace of conn " .. id, 3, true)
+    H.send(c, "again\n")
+    assert.are.equal("echo: again", H.line(c))
+  end)
+
+  it("keeps eval's answer in one piece and survives a script's metamethods", function()
+    -- A script that never requires hotsock, with an autoloader that raises
+    -- for a module it does not know: eval looks "hotsock" up without it.
+    local src = [[
+setmetatable(package.loaded, { __index = function(_, k) error("no module " .. k) end })
+return {
+  framing = "line",
+  on_message = function(conn, line) conn:send("echo: ", line, "\n") end,
+}
+]]
+    local srv, sock = start_admin(src, { "--admin-eval" })
+    local k = console(sock)
+    assert.are.equal("a\n\\x0ab", ask(k, "eval 'a\\n\\nb'"))
+    assert.are.equal("2", ask(k, "eval 1 + 1"))
+    assert.are.equal("true", ask(k, "eval hs == nil"))
+    client(srv, "still")
+    srv:expect_log("warn admin console: eval 1 + 1", 3, true)
+  end)
+
+  it("refuses admin connections past its limit and keeps serving the ones it has", function()
+    local srv, sock = start_admin(ECHO)
+    local open = {}
+    for i = 1, 16 do open[i] = console(sock) end
+    for i = 1, 16 do assert.truthy(ask(open[i], "stats"):find("accepted 0", 1, true)) end
+    local extra = console(sock)
+    local err = H.read_to_close(extra)
+    assert.truthy(err == "closed" or err:find("reset"), err)
+    srv:expect_log("admin endpoint: 16 connections open already; refusing more", 3, true)
+    open[1]:close()
+    assert.truthy(H.wait_until(function()
+      local c = console(sock)
+      H.send(c, "log\n")
+      local l = c:receive("*l")
+      c:close()
+      return l == "log level info"
+    end, 3))
+    client(srv, "fine")
+  end)
+
+  it("counts a connection's age from its accept, whatever its timeouts did", function()
+    local src = [[
+return {
+  framing = "line",
+  timeouts = { first_byte = 200 },
+  on_timeout = function() end, -- handled: the connection stays
+  on_message = function(conn, line) conn:send(line, "\n") end,
+}
+]]
+    local srv, sock = start_admin(src)
+    local c = srv:connect()
+    H.sleep(1.0)
+    local k = console(sock)
+    local line = ask(k, "clients")
+    local age = tonumber(line:match("age=([%d.]+)s"))
+    assert.truthy(age and age >= 0.9, line)
+    c:close()
+  end)
+
+  it("refuses HTTP requests whose Host is not a loopback name (DNS rebinding)", function()
+    local srv = H.start(ECHO, { args = { "--admin", "127.0.0.1:0" } })
+    local addr = srv:expect_log("admin endpoint on (%S+)")
+    local status, _, body = http(addr, "/stats", "-H 'Host: evil.example'")
+    assert.are.equal(403, status)
+    assert.truthy(body:find("loopback", 1, true))
+    assert.are.equal(200, (http(addr, "/stats", "-H 'Host: localhost:80'")))
+    assert.are.equal(200, (http(addr, "/stats")))
+  end)
 end)

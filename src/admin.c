@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,9 @@
 #define ADMIN_MAX_HEADERS 100      /* header lines an HTTP request may send */
 #define ADMIN_HANDLERS 24          /* handler names with a histogram */
 #define ADMIN_HISTORY 16           /* reloads and errors remembered */
+#define ADMIN_MAX_CONNS 16         /* admin connections at once: each may hold max_outbuf */
+#define ADMIN_FIRST_BYTE 10000     /* ms a new admin connection has to say something */
+#define ADMIN_HTTP_IDLE 10000      /* ms an HTTP request may go quiet before its head is in */
 
 typedef struct reload_rec {
   double at; /* unix time, s */
@@ -44,6 +48,8 @@ typedef struct hs_admin {
   int nhandlers;
   reload_rec_t reloads[ADMIN_HISTORY];
   unsigned nreloads; /* ever; the last ADMIN_HISTORY are kept */
+  unsigned nconns;   /* admin connections open now */
+  uint64_t last_refusal_log;
 } hs_admin_t;
 
 typedef struct hs_admin_sess {
@@ -51,6 +57,7 @@ typedef struct hs_admin_sess {
   int head;       /* HEAD: headers only */
   int bad_method; /* a method other than GET/HEAD: 405 */
   int nheaders;
+  int bad_host;     /* a Host header that names no loopback address (TCP) */
   int eval_ok;      /* a unix socket and eval allowed */
   int want_reload;  /* answer when the reload it asked for ends */
   unsigned tracing; /* connections it traces */
@@ -218,6 +225,20 @@ void hs_admin_reload_done(hs_server_t *srv, const char *trigger, int ok, const c
 void hs_admin_accept(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   hs_listener_t *l = c->listener;
+  hs_admin_t *adm = srv->admin;
+  if (adm->nconns >= ADMIN_MAX_CONNS) {
+    /* Each may hold max_outbuf of answers: their number is bounded. */
+    l->rejected++;
+    uint64_t now = uv_now(srv->loop);
+    if (now - adm->last_refusal_log >= 1000 || !adm->last_refusal_log) {
+      adm->last_refusal_log = now;
+      hs_log(srv, HS_LOG_WARN, "admin endpoint: %d connections open already; refusing more",
+             ADMIN_MAX_CONNS);
+    }
+    hs_conn_discard(c);
+    return;
+  }
+  adm->nconns++;
   c->flags |= HS_CONN_ADMIN | HS_CONN_UNSEEN;
   c->adm = calloc(1, sizeof *c->adm);
   TAILQ_INSERT_TAIL(&srv->conns, c, link);
@@ -229,15 +250,18 @@ void hs_admin_accept(hs_conn_t *c) {
   c->adm->eval_ok = l->is_unix && srv->admin && srv->admin->eval;
   hs_framer_line(&c->framer);
   c->max_frame = ADMIN_MAX_LINE;
-  /* A console may sit idle; one that stops reading its output is cut off
-   * by the write timeout and max_outbuf, like any client. */
-  c->to.idle = c->to.read = c->to.first_byte = 0;
+  /* A console may sit idle once it has said something; one that stops
+   * reading its output is cut off by the write timeout and max_outbuf,
+   * like any client. One that says nothing goes after ADMIN_FIRST_BYTE. */
+  c->to.idle = c->to.read = 0;
+  c->to.first_byte = ADMIN_FIRST_BYTE;
   if (l->is_unix) {
     snprintf(c->peer, sizeof c->peer, "%.63s", l->name);
   } else {
     struct sockaddr_storage ss;
     int len = sizeof ss;
     char ip[64] = "?";
+    memset(&ss, 0, sizeof ss);
     int port = 0;
     if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
       if (ss.ss_family == AF_INET) {
@@ -305,9 +329,24 @@ static const char *listener_name(const hs_conn_t *c) {
  * Tracing
  * ---------------------------------------------------------------------- */
 
+/* The console that traces c fell behind: cut it off (c carries on). */
+static void trace_overflow(hs_conn_t *t, hs_conn_t *c) {
+  hs_log_conn(t->srv, t, HS_LOG_WARN,
+              "admin console fell behind its trace of conn %llu (over max_outbuf); closing it",
+              (unsigned long long)c->id);
+  hs_conn_abort(t, "trace output over max_outbuf");
+}
+
 void hs_admin_trace(hs_conn_t *c, int out, const char *p, size_t n) {
   hs_conn_t *t = c->tracer;
-  if (!hs_conn_is_open(t)) return;
+  if (!t || !hs_conn_is_open(t)) return;
+  /* What the dump will take (a line of 78 bytes per 16), checked before it
+   * is made: a large send must not be dumped whole first. */
+  size_t dump = 80 + (n / 16 + 1) * 78;
+  if (n > t->srv->limits.max_outbuf || hs_buf_len(&t->out) + dump > t->srv->limits.max_outbuf) {
+    trace_overflow(t, c);
+    return;
+  }
   hs_out_t o = {&t->out, &t->srv->pool, 0};
   struct timeval tv;
   struct tm tm;
@@ -323,12 +362,6 @@ void hs_admin_trace(hs_conn_t *c, int out, const char *p, size_t n) {
     return;
   }
   hs_server_mark_dirty(t->srv, t);
-  if (hs_buf_len(&t->out) > t->srv->limits.max_outbuf) {
-    hs_log_conn(t->srv, t, HS_LOG_WARN,
-                "admin console fell behind its trace of conn %llu (over max_outbuf); closing it",
-                (unsigned long long)c->id);
-    hs_conn_abort(t, "trace output over max_outbuf");
-  }
 }
 
 static void untrace(hs_conn_t *traced) {
@@ -340,6 +373,7 @@ static void untrace(hs_conn_t *traced) {
 void hs_admin_finished(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   if (c->flags & HS_CONN_ADMIN) {
+    srv->admin->nconns--;
     if (c->adm && c->adm->tracing) {
       hs_conn_t *x;
       TAILQ_FOREACH(x, &srv->conns, link) if (x->tracer == c) untrace(x);
@@ -348,7 +382,7 @@ void hs_admin_finished(hs_conn_t *c) {
   }
   if (!(c->flags & (HS_CONN_OUTBOUND | HS_CONN_HEALTH)))
     hs_hist_observe(&srv->admin->conn_life, hs_hist_conn_bounds,
-                    (uv_now(srv->loop) - c->opened_at) * 1000000u);
+                    (uv_now(srv->loop) - c->accepted_at) * 1000000u);
   if (c->tracer) {
     hs_conn_t *t = c->tracer;
     char line[200];
@@ -544,7 +578,7 @@ static void connections_json(hs_server_t *srv, hs_out_t *o) {
     hs_out_printf(o,
                   ",\"age_ms\":%llu,\"idle_ms\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
                   "\"queued\":%zu,\"framing\":",
-                  (unsigned long long)(now - c->opened_at), (unsigned long long)idle_ms(c, now),
+                  (unsigned long long)(now - c->accepted_at), (unsigned long long)idle_ms(c, now),
                   (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
                   hs_conn_buffered(c));
     hs_out_json_str(o, fr, strlen(fr));
@@ -585,7 +619,7 @@ static void clients(hs_server_t *srv, hs_out_t *o) {
                   "id=%llu peer=%s listener=%s age=%.1fs idle=%.1fs in=%llu out=%llu queued=%zu "
                   "framing=%s%s%s state=%s\n",
                   (unsigned long long)c->id, c->peer, listener_name(c),
-                  (double)(now - c->opened_at) / 1000, (double)idle_ms(c, now) / 1000,
+                  (double)(now - c->accepted_at) / 1000, (double)idle_ms(c, now) / 1000,
                   (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
                   hs_conn_buffered(c), fr, c->tls ? " tls" : "", c->tracer ? " traced" : "", st);
   }
@@ -612,7 +646,7 @@ static void show(hs_conn_t *c, hs_out_t *o) {
   hs_out_printf(o,
                 "age %.3fs\nidle %.3fs\nbytes_in %llu\nbytes_out %llu\nqueued %zu\nbuffered_in "
                 "%zu\nframing %s\nstate %s\n",
-                (double)(now - c->opened_at) / 1000, (double)idle_ms(c, now) / 1000,
+                (double)(now - c->accepted_at) / 1000, (double)idle_ms(c, now) / 1000,
                 (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out,
                 hs_conn_buffered(c), hs_buf_len(&c->in), fr, st);
   if (c->tls) hs_out_str(o, "tls yes\n");
@@ -703,7 +737,11 @@ static void console(hs_conn_t *c, char *line) {
     return;
   }
   hs_server_mark_dirty(srv, c);
-  hs_conn_check_outbuf(c);
+  if (hs_conn_buffered(c) > srv->limits.max_outbuf) { /* not the script's: not counted */
+    hs_log_conn(srv, c, HS_LOG_WARN, "admin console does not read its answers (over max_outbuf); "
+                                     "closing it");
+    hs_conn_abort(c, "output buffer full");
+  }
 }
 
 /* ------------------------------------------------------------------------
@@ -723,7 +761,13 @@ static void http_answer(hs_conn_t *c) {
   char path[256];
   snprintf(path, sizeof path, "%s", s->path);
   path[strcspn(path, "?#")] = 0;
-  if (s->bad_method) {
+  if (s->bad_host) {
+    /* A page elsewhere that got its name to resolve to 127.0.0.1 (DNS
+     * rebinding) must not read the endpoint through a browser. */
+    status = 403;
+    type = "text/plain";
+    hs_out_str(&o, "the Host header must name a loopback address\n");
+  } else if (s->bad_method) {
     status = 405;
     type = "text/plain";
     hs_out_str(&o, "only GET and HEAD\n");
@@ -746,7 +790,17 @@ static void http_answer(hs_conn_t *c) {
     type = "text/plain";
     hs_out_str(&o, "not found: try /, /metrics, /health, /stats or /connections\n");
   }
+  if (hs_buf_len(&body) > srv->limits.max_outbuf) {
+    /* Tens of thousands of connections: more than a client may be sent. */
+    size_t n = hs_buf_len(&body);
+    hs_buf_release(&body, &srv->pool);
+    status = 503;
+    type = "text/plain";
+    hs_out_printf(&o, "the answer (%zu bytes) is over max_outbuf (%zu)\n", n,
+                  srv->limits.max_outbuf);
+  }
   const char *reason = status == 200   ? "OK"
+                       : status == 403 ? "Forbidden"
                        : status == 404 ? "Not Found"
                        : status == 405 ? "Method Not Allowed"
                                        : "Service Unavailable";
@@ -784,6 +838,30 @@ static int request_line(hs_admin_sess_t *s, const char *line) {
   return 1;
 }
 
+/* A Host header on a TCP endpoint must name a loopback address: localhost,
+ * 127.x.x.x or [::1], with or without a port. */
+static int loopback_host(const char *v) {
+  while (*v == ' ' || *v == '\t') v++;
+  char host[128];
+  size_t n = strcspn(v, " \t");
+  if (n >= sizeof host) return 0;
+  memcpy(host, v, n);
+  host[n] = 0;
+  if (host[0] == '[') {
+    char *end = strchr(host, ']');
+    if (!end) return 0;
+    *end = 0;
+    unsigned char a[16];
+    return inet_pton(AF_INET6, host + 1, a) == 1 &&
+           memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16) == 0;
+  }
+  char *colon = strchr(host, ':');
+  if (colon) *colon = 0;
+  if (strcasecmp(host, "localhost") == 0) return 1;
+  unsigned char a[4];
+  return inet_pton(AF_INET, host, a) == 1 && a[0] == 127;
+}
+
 int hs_admin_frame(hs_conn_t *c, const char *msg, size_t len) {
   hs_admin_sess_t *s = c->adm;
   char small[512];
@@ -800,8 +878,15 @@ int hs_admin_frame(hs_conn_t *c, const char *msg, size_t len) {
       http_answer(c);
     } else if (++s->nheaders > ADMIN_MAX_HEADERS) {
       hs_conn_abort(c, "too many header lines");
+    } else if (len > 5 && strncasecmp(line, "host:", 5) == 0 && !c->listener->is_unix &&
+               !loopback_host(line + 5)) {
+      s->bad_host = 1;
     }
-  } else if (!request_line(s, line)) {
+  } else if (request_line(s, line)) {
+    /* The head must come in one go, not a line now and then. */
+    c->to.idle = ADMIN_HTTP_IDLE;
+    hs_timers_update(c);
+  } else {
     console(c, line);
   }
   if (line != small) free(line);

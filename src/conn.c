@@ -42,7 +42,7 @@ hs_conn_t *hs_conn_new(hs_server_t *srv, hs_listener_t *l) {
   c->handles_open = 2;
   if (is_unix) c->flags |= HS_CONN_UNIX;
   c->id = ++srv->next_id;
-  c->opened_at = c->last_read = c->last_write = uv_now(srv->loop);
+  c->accepted_at = c->opened_at = c->last_read = c->last_write = uv_now(srv->loop);
   return c;
 }
 
@@ -645,8 +645,9 @@ int hs_conn_sendv(hs_conn_t *c, const uv_buf_t *b, unsigned n) {
   size_t total = 0, skip = 0;
   for (unsigned i = 0; i < n; i++) total += b[i].len;
   if (total == 0) return 0;
-  if (c->tracer)
-    for (unsigned i = 0; i < n; i++) hs_admin_trace(c, 1, b[i].base, b[i].len);
+  /* A trace can cut its console off midway (over max_outbuf): c->tracer
+   * is read again for each buffer. */
+  for (unsigned i = 0; i < n && c->tracer; i++) hs_admin_trace(c, 1, b[i].base, b[i].len);
   if (total >= HS_DIRECT_MIN && !c->tls && !c->writing && hs_buf_len(&c->out) == 0 &&
       !(c->flags & (HS_CONN_CONNECTING | HS_CONN_CLOSING | HS_CONN_SHUTDOWN))) {
     int r = uv_try_write(&c->h.stream, b, n);

@@ -274,7 +274,8 @@ struct hs_conn {
   int writing;       /* a uv_write is in flight */
   /* deadlines */
   hs_timeouts_t to;          /* this connection's timeouts */
-  uint64_t opened_at;        /* uv_now when accepted */
+  uint64_t opened_at;        /* uv_now when accepted (moved on by a handled first_byte timeout) */
+  uint64_t accepted_at;      /* uv_now when accepted, for ages (the admin endpoint) */
   uint64_t last_read;        /* uv_now of the last byte read */
   uint64_t last_write;       /* uv_now of the last write progress */
   uint64_t frame_start;      /* uv_now when the pending frame's first byte came; 0 none */

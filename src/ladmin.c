@@ -95,7 +95,13 @@ static int show_fields(lua_State *L) {
       if (lua_type(L, 3) == LUA_TSTRING) {
         size_t n;
         const char *k = lua_tolstring(L, 3, &n);
-        hs_out_put(out, k, n > SHOW_VALUE_MAX ? SHOW_VALUE_MAX : n);
+        for (size_t i = 0; i < n && i < SHOW_VALUE_MAX; i++) {
+          unsigned char ch = (unsigned char)k[i];
+          if (ch < 0x20 || ch == 0x7f)
+            hs_out_printf(out, "\\x%02x", ch);
+          else
+            hs_out_put(out, k + i, 1);
+        }
       } else {
         hs_out_str(out, "[");
         put_value(L, 3, out);
@@ -139,95 +145,122 @@ static int eval_conn(lua_State *L) {
   return 1;
 }
 
-/* Run f (with one light userdata argument, arg; it writes to out itself),
- * or with f NULL the chunk, under the budget; the chunk's results, or the
- * error, go to out. */
-static void protected(hs_server_t *srv, lua_CFunction f, void *arg, const char *chunk, size_t len,
-                      hs_out_t *out) {
+/* Text for the console, where an empty line ends an answer: control bytes
+ * but tab and newline as \xNN, and a newline that would make an empty
+ * line (or start the answer) as \x0a. */
+static void put_text(hs_out_t *out, const char *s, size_t n, int *line_start) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if ((ch < 0x20 && ch != '\t' && ch != '\n') || ch == 0x7f || (ch == '\n' && *line_start)) {
+      hs_out_printf(out, "\\x%02x", ch);
+      *line_start = 0;
+    } else {
+      hs_out_put(out, s + i, 1);
+      *line_start = ch == '\n';
+    }
+  }
+}
+
+typedef struct eval_req {
+  const char *chunk;
+  size_t len;
+} eval_req_t;
+
+/* Protected (an eval_req_t as light userdata): compile the chunk, give it
+ * its environment and run it; its results are left on the stack. Nothing
+ * here runs outside the protected call: the script may have put
+ * metamethods anywhere. */
+static int eval_run(lua_State *L) {
+  eval_req_t *r = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  /* "return CHUNK" first, as the Lua prompt does, so `eval
+   * hs.stats().active` prints a value; then the chunk as it is. */
+  lua_pushliteral(L, "return ");
+  lua_pushlstring(L, r->chunk, r->len);
+  lua_concat(L, 2);
+  size_t n;
+  const char *ret = lua_tolstring(L, 1, &n);
+  if (luaL_loadbufferx(L, ret, n, "=eval", "t") != LUA_OK) {
+    lua_settop(L, 0);
+    if (luaL_loadbufferx(L, r->chunk, r->len, "=eval", "t") != LUA_OK) return lua_error(L);
+  } else {
+    lua_remove(L, 1);
+  }
+  /* Its globals are the script's, with hs (the hotsock module) and
+   * conn(id), the connection with that id, at hand. */
+  lua_newtable(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE) {
+    lua_pushliteral(L, "hotsock");
+    lua_rawget(L, -2);
+  } else {
+    lua_pushnil(L);
+  }
+  lua_setfield(L, -3, "hs");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, eval_conn);
+  lua_setfield(L, -2, "conn");
+  lua_createtable(L, 0, 2);
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__index");
+  lua_pushglobaltable(L);
+  lua_setfield(L, -2, "__newindex");
+  lua_setmetatable(L, -2);
+  lua_setupvalue(L, 1, 1); /* the chunk's _ENV */
+  lua_call(L, 0, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* Run f with one light userdata argument, arg, under the handler budget;
+ * its results (show writes to out itself and returns none), or its error,
+ * go to out as console text. */
+static void protected(hs_server_t *srv, lua_CFunction f, void *arg, hs_out_t *out) {
   lua_State *L = srv->lua.L;
   if (!lua_checkstack(L, 8)) {
     hs_out_str(out, "error: out of memory\n");
     return;
   }
-  int base = lua_gettop(L);
+  int base = lua_gettop(L), line_start = 0;
   lua_pushcfunction(L, hs_script_msgh);
-  int st;
   hs_conn_t *prev = srv->lua.current;
   srv->lua.current = NULL;
-  if (f) {
-    lua_pushcfunction(L, f);
-    lua_pushlightuserdata(L, arg);
-    hs_script_budget_start(srv, srv->limits.handler_budget);
-    st = lua_pcall(L, 1, 0, base + 1);
-  } else {
-    /* eval: "return CHUNK" first, as the Lua prompt does, so `eval
-     * hs.stats().active` prints a value; then the chunk as it is. */
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "return ");
-    luaL_addlstring(&b, chunk, len);
-    luaL_pushresult(&b);
-    size_t n;
-    const char *ret = lua_tolstring(L, -1, &n);
-    st = luaL_loadbufferx(L, ret, n, "=eval", "t");
-    lua_remove(L, -2);
-    if (st != LUA_OK) {
-      lua_pop(L, 1);
-      st = luaL_loadbufferx(L, chunk, len, "=eval", "t");
-    }
-    if (st == LUA_OK) {
-      /* Its globals are the script's, with hs (the hotsock module) and
-       * conn(id), the connection with that id, at hand. */
-      lua_newtable(L);
-      if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE)
-        lua_getfield(L, -1, "hotsock");
-      else
-        lua_pushnil(L);
-      lua_setfield(L, -3, "hs");
-      lua_pop(L, 1);
-      lua_pushcfunction(L, eval_conn);
-      lua_setfield(L, -2, "conn");
-      lua_createtable(L, 0, 2);
-      lua_pushglobaltable(L);
-      lua_setfield(L, -2, "__index");
-      lua_pushglobaltable(L);
-      lua_setfield(L, -2, "__newindex");
-      lua_setmetatable(L, -2);
-      lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
-      hs_script_budget_start(srv, srv->limits.handler_budget);
-      st = lua_pcall(L, 0, LUA_MULTRET, base + 1);
-    } else {
-      hs_script_budget_start(srv, 0); /* balanced below */
-    }
-  }
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, arg);
+  hs_script_budget_start(srv, srv->limits.handler_budget);
+  int st = lua_pcall(L, 1, LUA_MULTRET, base + 1);
   int tripped = hs_script_budget_stop(srv);
   srv->lua.current = prev;
   if (st != LUA_OK || tripped) {
-    const char *msg = lua_tostring(L, -1);
-    hs_out_printf(out, "error: %s\n",
-                  tripped ? "it exceeded the handler budget"
-                  : msg   ? msg
-                          : "(not a string)");
+    size_t ml = 0;
+    const char *msg = tripped ? "it exceeded the handler budget" : lua_tolstring(L, -1, &ml);
+    if (tripped) ml = strlen(msg);
+    if (!msg) msg = "(not a string)", ml = strlen(msg);
+    hs_out_str(out, "error: ");
+    put_text(out, msg, ml, &line_start);
+    hs_out_str(out, "\n");
   } else {
     int n = lua_gettop(L) - base - 1;
     for (int i = 1; i <= n; i++) {
+      int at = base + 1 + i;
       size_t sl;
-      /* A result's __tostring runs under no budget here: keep it simple. */
-      const char *s = lua_type(L, base + 1 + i) == LUA_TSTRING || lua_isnumber(L, base + 1 + i)
-                          ? lua_tolstring(L, base + 1 + i, &sl)
+      /* Strings and numbers as they are; other values by type (no
+       * __tostring: it would run outside the budget). */
+      const char *s = lua_type(L, at) == LUA_TSTRING || lua_type(L, at) == LUA_TNUMBER
+                          ? lua_tolstring(L, at, &sl)
                           : NULL;
       char other[64];
       if (!s) {
-        snprintf(other, sizeof other, "%s: %p", luaL_typename(L, base + 1 + i),
-                 lua_topointer(L, base + 1 + i));
-        if (lua_isnil(L, base + 1 + i)) snprintf(other, sizeof other, "nil");
-        if (lua_isboolean(L, base + 1 + i))
-          snprintf(other, sizeof other, lua_toboolean(L, base + 1 + i) ? "true" : "false");
+        if (lua_isnil(L, at))
+          snprintf(other, sizeof other, "nil");
+        else if (lua_isboolean(L, at))
+          snprintf(other, sizeof other, lua_toboolean(L, at) ? "true" : "false");
+        else
+          snprintf(other, sizeof other, "%s: %p", luaL_typename(L, at), lua_topointer(L, at));
         s = other;
         sl = strlen(other);
       }
-      hs_out_put(out, s, sl);
+      put_text(out, s, sl, &line_start);
       hs_out_str(out, i < n ? "\t" : "\n");
+      line_start = i == n;
     }
   }
   lua_settop(L, base);
@@ -235,12 +268,15 @@ static void protected(hs_server_t *srv, lua_CFunction f, void *arg, const char *
 
 void hs_ladmin_conn_show(hs_conn_t *c, hs_out_t *out) {
   show_req_t r = {c, out};
-  protected(c->srv, show_fields, &r, NULL, 0, out);
+  protected(c->srv, show_fields, &r, out);
 }
 
 void hs_ladmin_eval(hs_server_t *srv, const char *chunk, size_t len, hs_out_t *out) {
-  hs_log(srv, HS_LOG_INFO, "admin console: eval %.*s", (int)(len > 200 ? 200 : len), chunk);
-  protected(srv, NULL, NULL, chunk, len, out);
+  /* Every eval is logged, whatever the level. */
+  hs_logf(HS_LOG_DEBUG, HS_LOG_WARN, 0, "admin console: eval %.*s", (int)(len > 200 ? 200 : len),
+          chunk);
+  eval_req_t r = {chunk, len};
+  protected(srv, eval_run, &r, out);
 }
 
 size_t hs_ladmin_lua_memory(hs_server_t *srv) { return srv->lua.lua_mem; }

@@ -171,7 +171,12 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   if (l->admin) {
-    hs_admin_accept(c); /* likewise */
+    if (out_of_descriptors(&c->h.stream)) { /* the last descriptor is for clients */
+      l->rejected++;
+      hs_conn_discard(c);
+      return;
+    }
+    hs_admin_accept(c); /* likewise: never the script's, nor max_clients */
     return;
   }
   if (srv->stats.active >= srv->limits.max_clients) {
