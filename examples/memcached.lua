@@ -167,7 +167,7 @@ C.get, C.gets = get(false), get(true)
 
 -- set/add/replace/append/prepend key flags exptime bytes [noreply]
 -- cas key flags exptime bytes cas [noreply]
--- The data block comes next: on_message gets it under {exact = bytes + 2}.
+-- The data block comes next: on_message gets it as the next bytes + 2 bytes.
 local function storage(kind)
   local args = kind == "cas" and 6 or 5
   return function(conn, t, n)
@@ -186,7 +186,7 @@ local function storage(kind)
     end
     conn.pending = { kind = kind, key = key, flags = u64_string(flags & 0xffffffff),
                      exp = expiry(exptime), bytes = bytes, cas = cas, quiet = quiet }
-    conn:framing({ exact = bytes + 2 })
+    conn:framing(bytes + 2) -- a byte count: exactly that many (no table to make)
   end
 end
 for _, kind in ipairs({ "set", "add", "replace", "append", "prepend", "cas" }) do
