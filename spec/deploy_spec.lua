@@ -104,43 +104,8 @@ return {
 -- HAProxy
 ---------------------------------------------------------------------------
 
-local function haproxy_cmd(hap, cmd)
-  local unix = require "socket.unix"
-  local c = unix.stream()
-  if not c then return nil end
-  c:settimeout(2)
-  if not c:connect(hap.sock) then c:close() return nil end
-  c:send(cmd .. "\n")
-  local out = {}
-  while true do
-    local data, _, partial = c:receive(4096)
-    out[#out + 1] = data or partial
-    if not data then break end
-  end
-  c:close()
-  return table.concat(out)
-end
-
--- "show stat" as {["hotsock/a"] = {status =, check_status =, ...}}.
-local function haproxy_stat(hap)
-  local text = haproxy_cmd(hap, "show stat")
-  if not text then return {} end
-  local names, rows = nil, {}
-  for line in text:gmatch("[^\n]+") do
-    if line:sub(1, 2) == "# " then
-      names = {}
-      for f in (line:sub(3) .. ","):gmatch("([^,]*),") do names[#names + 1] = f end
-    elseif names then
-      local row, i = {}, 0
-      for f in (line .. ","):gmatch("([^,]*),") do
-        i = i + 1
-        if names[i] then row[names[i]] = f end
-      end
-      rows[(row.pxname or "") .. "/" .. (row.svname or "")] = row
-    end
-  end
-  return rows
-end
+local haproxy = require "haproxy_stats"
+local haproxy_cmd, haproxy_stat = haproxy.cmd, haproxy.stat
 
 -- The two ports of an instance: PROXY listener, health listener.
 local function ports(srv)

@@ -189,45 +189,8 @@ local stop_procs = H.stop_all_spawned
 -- A free TCP port on 127.0.0.1 (bound, read, released).
 local free_port = H.free_port
 
--- One command on HAProxy's stats socket; its answer, or nil.
-local function haproxy_cmd(p, cmd)
-  local unix = require "socket.unix"
-  local c = unix.stream()
-  if not c then return nil end
-  c:settimeout(2)
-  if not c:connect(p.sock) then c:close() return nil end
-  c:send(cmd .. "\n")
-  local out = {}
-  while true do
-    local data, err, partial = c:receive(4096)
-    out[#out + 1] = data or partial
-    if not data then break end
-    if err then break end
-  end
-  c:close()
-  return table.concat(out)
-end
-
--- "show stat" as {["be/s1"] = {status =, check_status =, ...}}.
-local function haproxy_stat(p)
-  local text = haproxy_cmd(p, "show stat")
-  if not text then return {} end
-  local names, rows = nil, {}
-  for line in text:gmatch("[^\n]+") do
-    if line:sub(1, 2) == "# " then
-      names = {}
-      for f in (line:sub(3) .. ","):gmatch("([^,]*),") do names[#names + 1] = f end
-    elseif names then
-      local row, i = {}, 0
-      for f in (line .. ","):gmatch("([^,]*),") do
-        i = i + 1
-        if names[i] then row[names[i]] = f end
-      end
-      rows[(row.pxname or "") .. "/" .. (row.svname or "")] = row
-    end
-  end
-  return rows
-end
+local haproxy = require "haproxy_stats"
+local haproxy_cmd, haproxy_stat = haproxy.cmd, haproxy.stat
 
 -- Start HAProxy with `body` (frontends and backends) after a global and
 -- defaults section of ours; wait until its stats socket answers (it binds
