@@ -56,11 +56,8 @@ void hs_ladmin_conn_state(hs_conn_t *c, char *out, size_t len) {
 }
 
 /* A value as show prints it: tostring, cut at SHOW_VALUE_MAX, one line. */
-static void put_value(lua_State *L, int idx, hs_out_t *out) {
-  size_t n;
-  int strv = lua_type(L, idx) == LUA_TSTRING;
-  const char *s = luaL_tolstring(L, idx, &n); /* may run a __tostring: protected */
-  if (strv) hs_out_put(out, "\"", 1);
+/* s, cut at SHOW_VALUE_MAX, on one line: control bytes as \xNN. */
+static void put_escaped(hs_out_t *out, const char *s, size_t n) {
   for (size_t i = 0; i < n && i < SHOW_VALUE_MAX; i++) {
     unsigned char ch = (unsigned char)s[i];
     if (ch < 0x20 || ch == 0x7f)
@@ -68,6 +65,14 @@ static void put_value(lua_State *L, int idx, hs_out_t *out) {
     else
       hs_out_put(out, s + i, 1);
   }
+}
+
+static void put_value(lua_State *L, int idx, hs_out_t *out) {
+  size_t n;
+  int strv = lua_type(L, idx) == LUA_TSTRING;
+  const char *s = luaL_tolstring(L, idx, &n); /* may run a __tostring: protected */
+  if (strv) hs_out_put(out, "\"", 1);
+  put_escaped(out, s, n);
   if (n > SHOW_VALUE_MAX) hs_out_str(out, "...");
   if (strv) hs_out_put(out, "\"", 1);
   lua_pop(L, 1);
@@ -95,13 +100,7 @@ static int show_fields(lua_State *L) {
       if (lua_type(L, 3) == LUA_TSTRING) {
         size_t n;
         const char *k = lua_tolstring(L, 3, &n);
-        for (size_t i = 0; i < n && i < SHOW_VALUE_MAX; i++) {
-          unsigned char ch = (unsigned char)k[i];
-          if (ch < 0x20 || ch == 0x7f)
-            hs_out_printf(out, "\\x%02x", ch);
-          else
-            hs_out_put(out, k + i, 1);
-        }
+        put_escaped(out, k, n);
       } else {
         hs_out_str(out, "[");
         put_value(L, 3, out);
