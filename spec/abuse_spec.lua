@@ -78,7 +78,8 @@ function CMD.tick(conn, arg)
   conn:send("ticking\n")
 end
 function CMD.big(conn, arg)
-  conn:send(string.rep("w", tonumber(arg)))
+  local n = tonumber(arg) -- in 1 KiB pieces: one byte at a time is over the budget
+  conn:send(string.rep(string.rep("w", 1024), n // 1024), string.rep("w", n % 1024))
   log("BIGSENT", conn.id)
 end
 -- bcast SIZE MAX: broadcast SIZE bytes to every client but the caller each

@@ -215,7 +215,7 @@ return {
   max_outbuf = 64 * 1024 * 1024,
   timeouts = { write = 300 },
   on_message = function(conn, line)
-    conn:send(string.rep("w", 16 * 1024 * 1024))
+    conn:send(string.rep(string.rep("w", 1024), 16 * 1024)) -- 16 MiB, 1 KiB at a time
   end,
   on_close = function(conn, reason) io.stderr:write("@@ CLOSE ", conn.id, " ", reason, "\n") end,
 }
@@ -300,7 +300,8 @@ return {
       local s = string.rep("x", 64 * 1024 * 1024)
       conn:send("made ", #s, "\n")
     elseif line:match("^big %d+$") then
-      conn:send(string.rep("w", tonumber(line:match("%d+"))))
+      local n = tonumber(line:match("%d+")) -- in 1 KiB pieces: one byte at a time is over the budget
+      conn:send(string.rep(string.rep("w", 1024), n // 1024), string.rep("w", n % 1024))
     else
       conn:send("echo ", #line, "\n")
     end

@@ -136,7 +136,7 @@ describe('framing = "resp"', function()
 return {
   framing = "resp",
   max_outbuf = 64 * 1024 * 1024,
-  on_message = function(conn, argv) conn:send(("v"):rep(32 * 1024 * 1024), "\r\n") end,
+  on_message = function(conn, argv) conn:send(("v"):rep(1024):rep(32 * 1024), "\r\n") end,
   on_frame_error = function(conn, why) conn:send("-ERR ", why, "\r\n") end,
 }
 ]])

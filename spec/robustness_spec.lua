@@ -25,11 +25,11 @@ return {
       conn:send("closing\n")
       conn:close()
     elseif line == "abortq" then
-      conn:send(string.rep("a", 16 * 1024 * 1024))
+      conn:send(string.rep(string.rep("a", 1024), 16 * 1024)) -- 16 MiB, 1 KiB at a time
       conn:abort()
     elseif line == "eat" then
       local t = {}
-      for i = 1, 1e6 do t[i] = string.rep("m", 1024 * 1024) .. i end
+      for i = 1, 1e6 do t[i] = string.rep(string.rep("m", 1024), 1024) .. i end
       conn:send("ate it all\n")
     elseif line == "spin-timer" then
       hs.after(10, function() while true do end end)

@@ -60,13 +60,16 @@ return {
     elseif cmd == "get" then
       conn:send("v", V, " ", tostring(conn.nick), "\n")
     elseif cmd == "big" then
-      conn:send(string.rep("x", tonumber(arg)), "END\n")
+      local n = tonumber(arg) -- in 1 KiB pieces: one byte at a time is over the budget
+      conn:send(string.rep(string.rep("x", 1024), n // 1024), string.rep("x", n %% 1024), "END\n")
       io.stderr:write("@@ BIGSENT ", hs.worker(), "\n")
     elseif cmd == "log" then
       hs.log.info("hello from worker", hs.worker())
       conn:send("logged\n")
     elseif cmd == "boom" then
       error("boom in v" .. V)
+    elseif cmd == "spin" then
+      while true do end
     else
       conn:send("v", V, " echo ", line, "\n")
     end
@@ -445,6 +448,28 @@ end
       local w, _, v = who(c)
       assert.are.equal(1, v, "a new client of worker " .. w .. " got v" .. v)
       c:close()
+    end
+    assert.are.equal(0, srv:stop())
+  end)
+
+  -- The budget's timer runs on each process's own CPU clock; a child of
+  -- fork has no timer until it makes its own.
+  it("handler_budget stops a runaway handler in each worker; both keep serving", function()
+    local srv = start(script(1, { fields = "handler_budget = 100," }), 2)
+    local on = find_workers(srv, 2)
+    for w = 1, 2 do
+      H.send(on[w].c, "spin\n")
+      local err = H.read_to_close(on[w].c, 5)
+      assert.truthy(closed_ok(err), "worker " .. w .. "'s spinning client: " .. tostring(err))
+    end
+    for w = 1, 2 do
+      srv:expect_log("worker " .. w .. ": conn %d+: on_message exceeded handler_budget %(100 ms%); closing", 3)
+    end
+    local again = find_workers(srv, 2)
+    for w = 1, 2 do
+      local got, _, _, pid = who(again[w].c)
+      assert.are.equal(w, got)
+      assert.are.equal(on[w].pid, pid, "worker " .. w .. " was restarted instead of stopping the handler")
     end
     assert.are.equal(0, srv:stop())
   end)

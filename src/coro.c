@@ -30,7 +30,9 @@ static void run(hs_server_t *srv, hs_conn_t *o, int nargs) {
   o->lua.running = 1;
   uint64_t t0 = srv->admin ? uv_hrtime() : 0; /* for /metrics */
   hs_script_budget_start(srv, srv->limits.handler_budget);
+  lua_State *prev_co = hs_script_watch_co(co);
   int st = lua_resume(co, L, nargs, &nres);
+  hs_script_watch_co(prev_co);
   int tripped = hs_script_budget_stop(srv);
   if (t0) hs_admin_observe_handler(srv, "handle", uv_hrtime() - t0);
   o->lua.running = 0;
@@ -165,7 +167,9 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o) {
   }
   srv->lua.current = o;
   hs_script_budget_start(srv, srv->limits.handler_budget);
+  lua_State *prev_co = hs_script_watch_co(co);
   int st = lua_resetthread(co);
+  hs_script_watch_co(prev_co);
   int tripped = hs_script_budget_stop(srv);
   srv->lua.current = prev;
   if (died) {

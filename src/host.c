@@ -62,6 +62,29 @@ static void connected(hs_conn_t *c) {
   call_handler(srv, c, "on_connect", NULL);
 }
 
+/* A frame delivered inside a Lua call under way (from a C function the
+ * script called), or from an outbound connection: the long way, leaving
+ * the stack as it was. */
+static int frame_alone(hs_conn_t *c, const hs_framer_t *f, const char *msg, size_t len) {
+  hs_server_t *srv = c->srv;
+  lua_State *L = srv->lua.L;
+  if (!(c->flags & HS_CONN_OUTBOUND)) {
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.on_message_ref) != LUA_TFUNCTION) {
+      lua_pop(L, 1);
+      return 0; /* no on_message: the message is dropped */
+    }
+  } else if (!hs_host_handler(srv, L, c, "on_message")) {
+    return 0;
+  }
+  hs_lconn_push(L, c);
+  if (hs_lconn_push_frame(c, L, f, msg, len) != 0) {
+    lua_pop(L, 2);
+    return -1;
+  }
+  hs_script_call(srv, c, 2, "on_message");
+  return 0;
+}
+
 static int frame(hs_conn_t *c, const hs_framer_t *f, const char *msg, size_t len) {
   hs_server_t *srv = c->srv;
   if (c->flags & HS_CONN_PULL) {
@@ -73,47 +96,33 @@ static int frame(hs_conn_t *c, const hs_framer_t *f, const char *msg, size_t len
     return 0;
   }
   lua_State *L = srv->lua.L;
-  if (!lua_checkstack(L, 6)) {
+  if (!lua_checkstack(L, 8)) {
     hs_conn_abort(c, "out of memory");
     return -1;
   }
-  /* The frames of one dispatch: on_message and the box are looked up for
-   * the first and stay on the stack until frames_done, so each frame
-   * pushes copies. Only from the top (no Lua call under way: a dispatch
-   * inside one, from a C function the script called, takes the long way
-   * and leaves the stack as it found it). */
-  if (srv->lua.batch == c) {
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -2);
-    goto push;
-  }
-  if (!srv->lua.batch && srv->lua.budget_depth == 0 && !(c->flags & HS_CONN_OUTBOUND)) {
+  /* The frames of one dispatch: the message handler, on_message and the
+   * box are pushed for the first and stay on the stack until frames_done,
+   * so each frame pushes copies. Only from the top, with no Lua call under
+   * way. */
+  if (srv->lua.batch != c) {
+    if (srv->lua.batch || srv->lua.budget_depth > 0 || (c->flags & HS_CONN_OUTBOUND))
+      return frame_alone(c, f, msg, len);
+    lua_pushcfunction(L, hs_script_msgh);
     if (lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.on_message_ref) != LUA_TFUNCTION) {
-      lua_pop(L, 1);
+      lua_pop(L, 2);
       return 0; /* no on_message: the message is dropped */
     }
     hs_lconn_push(L, c);
     srv->lua.batch = c;
     srv->lua.batch_top = lua_gettop(L);
-    lua_pushvalue(L, -2);
-    lua_pushvalue(L, -2);
-    goto push;
   }
-  if (!(c->flags & HS_CONN_OUTBOUND)) {
-    if (lua_rawgeti(L, LUA_REGISTRYINDEX, srv->lua.on_message_ref) != LUA_TFUNCTION) {
-      lua_pop(L, 1);
-      return 0; /* no on_message: the message is dropped */
-    }
-  } else if (!hs_host_handler(srv, L, c, "on_message")) {
-    return 0;
-  }
-  hs_lconn_push(L, c);
-push:
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
   if (hs_lconn_push_frame(c, L, f, msg, len) != 0) {
     lua_pop(L, 2);
     return -1;
   }
-  hs_script_call(srv, c, 2, "on_message");
+  hs_script_call_msgh(srv, c, 2, "on_message", srv->lua.batch_top - 2);
   return 0;
 }
 
@@ -121,7 +130,7 @@ push:
 static void frames_done(hs_conn_t *c) {
   hs_server_t *srv = c->srv;
   if (srv->lua.batch != c) return;
-  lua_settop(srv->lua.L, srv->lua.batch_top - 2);
+  lua_settop(srv->lua.L, srv->lua.batch_top - 3); /* msgh, on_message, box */
   srv->lua.batch = NULL;
 }
 
