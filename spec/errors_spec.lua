@@ -33,6 +33,11 @@ local M = {
       conn:send("pcall swallowed the budget\n")
     elseif line == "tailspin" then
       return pcall(function() while true do end end)
+    elseif line == "slowloop" then -- few instructions, each a slow call into C
+      while true do local s = string.rep("x", 1 << 19) end
+    elseif line == "onelong" then -- one call into C past the budget, then done
+      local s = string.rep("x", 1 << 24)
+      conn:send("made ", #s, "\n")
     elseif line == "unhook" then
       local ok, err = pcall(debug.sethook)
       conn:send("sethook ", tostring(ok), " ", tostring(err):match("not available") or tostring(err), "\n")
@@ -136,6 +141,31 @@ describe("errors in handlers", function()
     srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
     local st = ask(neighbour, "stats")
     assert.truthy(st:match(" timeouts 1$"), "handler_timeouts not counted: " .. st)
+  end)
+
+  -- The budget's signal arms a count hook once the deadline passes; arming
+  -- it again on every signal would restart the count, and a loop of slow C
+  -- calls (a few instructions per 5 ms) would never reach it.
+  it("a loop whose every turn is a slow call into C is stopped by handler_budget", function()
+    local srv = H.start(script("handler_budget = 50,"))
+    local neighbour = open(srv)
+    local bad, id = open(srv)
+    H.send(bad, "slowloop\n")
+    local err = H.read_to_close(bad, 20)
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
+    assert.are.equal("pong s", ask(neighbour, "s"))
+  end)
+
+  -- As documented in docs/limits.md: the stop comes between Lua
+  -- instructions, 1000 after the deadline passed, so a handler that passed
+  -- it inside one long call into C and then ends is not cut off.
+  it("a handler that passes its budget inside one call into C and then ends is let be", function()
+    local srv = H.start(script("handler_budget = 10,")) -- a 16 MiB string.rep takes longer
+    local c, id = open(srv)
+    assert.are.equal("made 16777216", ask(c, "onelong"))
+    assert.are.equal("pong after", ask(c, "after"))
+    assert.is_nil(srv:stderr():find("@@ CLOSE " .. id .. " ", 1, true))
   end)
 
   it("the conn metatable is out of a script's reach: getmetatable is protected, debug.getmetatable refused", function()

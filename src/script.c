@@ -113,10 +113,13 @@ static uint64_t budget_tick(void) {
  * timer on the loop thread's CPU clock sends SIGPROF after every WATCH_NS of
  * CPU the thread spends (none while it sleeps in epoll_wait). The signal
  * looks at the deadline of the budgeted call under way and, once it has
- * passed, puts a count hook of 1 on the threads the call runs on: the main
+ * passed, puts the count hook on the threads the call runs on: the main
  * thread and the handle coroutine being resumed (lua_sethook may be called
  * from a signal handler; lua.c stops a script on Ctrl-C that way). The hook
- * raises at the next instruction. Coroutines a script makes are not known to
+ * raises HOOK_COUNT instructions later, as when every thread had it: a
+ * handler that passed its deadline inside one long call into C (a big
+ * string.rep, a collection of a big heap) and then ends is let be.
+ * Coroutines a script makes are not known to
  * the signal, so they keep the count hook they always had, given at
  * coroutine.create/wrap (below). Where the timer cannot be had, every thread
  * has the count hook, as before. What the signal reads is in `watch`,
@@ -166,8 +169,10 @@ static void watch_signal(int sig) {
   if (watch_over()) {
     lua_State *m = atomic_load_explicit(&watch.main, memory_order_relaxed);
     lua_State *co = atomic_load_explicit(&watch.co, memory_order_relaxed);
-    if (m) lua_sethook(m, budget_hook, LUA_MASKCOUNT, 1);
-    if (co) lua_sethook(co, budget_hook, LUA_MASKCOUNT, 1);
+    /* Not again on a hooked thread: that would restart its count, and a
+     * loop of slow C calls might never reach it. */
+    if (m && !lua_gethookmask(m)) lua_sethook(m, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    if (co && !lua_gethookmask(co)) lua_sethook(co, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   }
   errno = saved;
 }
