@@ -17,7 +17,9 @@
 --
 -- A command is a line (memcached ends it at LF and drops a CR before it,
 -- which is the "line" framing); a storage command switches the framing to
--- {exact = bytes + 2} for its data block and CRLF, then back. A value over
+-- a byte count, bytes + 2, for its data block and CRLF, then back. An item
+-- keeps the data block as it came, CRLF included, and the start of its
+-- VALUE line, as memcached keeps them: a GET sends both as they are. A value over
 -- MAX_VALUE is answered "SERVER_ERROR object too large for cache" and its
 -- data block skipped with conn:skip(bytes + 2): never buffered, and the
 -- connection goes on with the next command. The items live in hs.shared,
@@ -108,6 +110,19 @@ local function next_cas()
   return S.cas
 end
 
+-- An item: the data block with its CRLF, and "VALUE key flags bytes".
+local function new_item(key, flags, data, exp)
+  return { data = data, head = "VALUE " .. key .. " " .. flags .. " " .. (#data - 2),
+           flags = flags, exp = exp, cas = next_cas() }
+end
+
+local function value(it) return it.data:sub(1, -3) end
+
+local function set_value(it, key, v)
+  it.data, it.head = v .. "\r\n", "VALUE " .. key .. " " .. it.flags .. " " .. #v
+  it.cas = next_cas()
+end
+
 -- Every second, look at up to 200 items from where the last sweep stopped
 -- and delete the expired ones (unread items would otherwise stay forever).
 function S.sweep()
@@ -127,9 +142,16 @@ if not S.sweeper then -- one timer for the life of the process
   S.sweeper = hs.every(1000, function() S.sweep() end)
 end
 
--- the data lives in the Lua heap: keep a tenth of max_lua_memory free
+-- The data lives in the Lua heap: keep a tenth of max_lua_memory free.
+-- Looking at the heap costs more than the rest of a SET's checks, so it is
+-- looked at once 64 KiB were stored since the last look (and a value that
+-- large looks at once).
 local HEAP_CAP = hs.stats().lua_memory_limit * 0.9
+local unlooked = 0
 local function full(bytes)
+  unlooked = unlooked + bytes
+  if unlooked < 65536 then return false end
+  unlooked = 0
   return collectgarbage("count") * 1024 + bytes > HEAP_CAP
 end
 
@@ -152,11 +174,10 @@ local function get(with_cas)
     for i = 2, n do
       local it = item(t[i])
       if it then
-        local v = it.value
-        out[#out + 1] = ("VALUE %s %s %d%s\r\n"):format(t[i], it.flags, #v,
-          with_cas and " " .. it.cas or "")
-        out[#out + 1] = v -- sent as is, not copied into a new string
+        out[#out + 1] = it.head
+        if with_cas then out[#out + 1] = " " .. it.cas end
         out[#out + 1] = "\r\n"
+        out[#out + 1] = it.data -- sent as is, not copied into a new string
       end
     end
     out[#out + 1] = END
@@ -194,7 +215,8 @@ for _, kind in ipairs({ "set", "add", "replace", "append", "prepend", "cas" }) d
 end
 
 -- the data block of a storage command has arrived
-local function store(p, value)
+-- data: the data block, CRLF included
+local function store(p, data)
   local key, kind = p.key, p.kind
   local it = item(key)
   if kind == "add" and it then return NOT_STORED end
@@ -203,12 +225,12 @@ local function store(p, value)
   end
   if kind == "cas" and it.cas ~= p.cas then return EXISTS end
   if kind == "append" or kind == "prepend" then -- flags and exptime stay
-    if #it.value + #value > MAX_VALUE then return NOT_STORED end
-    it.value = kind == "append" and it.value .. value or value .. it.value
-    it.cas = next_cas()
+    if #it.data + #data - 4 > MAX_VALUE then return NOT_STORED end
+    local v = data:sub(1, -3)
+    set_value(it, key, kind == "append" and value(it) .. v or v .. value(it))
     return STORED
   end
-  S.db[key] = { value = value, flags = p.flags, exp = p.exp, cas = next_cas() }
+  S.db[key] = new_item(key, p.flags, data, p.exp)
   return STORED
 end
 
@@ -238,16 +260,15 @@ local function delta(sign)
     if not d then return "CLIENT_ERROR invalid numeric delta argument\r\n", quiet end
     local it = item(t[2])
     if not it then return NOT_FOUND, quiet end
-    local digits, rest = it.value:match("^%s*(%d+)(.*)$")
+    local old = value(it)
+    local digits, rest = old:match("^%s*(%d+)(.*)$")
     local v = u64(digits)
     if not v or (rest ~= "" and not rest:find("^%s")) then
       return "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n", quiet
     end
     if sign > 0 then v = v + d elseif math.ult(v, d) then v = 0 else v = v - d end
     local s = u64_string(v)
-    local old = #it.value
-    it.value = #s < old and s .. (" "):rep(old - #s) or s
-    it.cas = next_cas()
+    set_value(it, t[2], #s < #old and s .. (" "):rep(#old - #s) or s)
     return s .. "\r\n", quiet
   end
 end
@@ -296,7 +317,7 @@ C.stats = function(_, _, n)
   if n > 1 then return ERROR end -- no stats sub-commands
   local st, items, bytes = hs.stats(), 0, 0
   for k, it in pairs(S.db) do
-    if not it.exp or it.exp > now() then items, bytes = items + 1, bytes + #k + #it.value end
+    if not it.exp or it.exp > now() then items, bytes = items + 1, bytes + #k + #it.data - 2 end
   end
   local out = {}
   for _, kv in ipairs({
@@ -325,7 +346,8 @@ return {
       conn.pending = nil
       conn:framing(LINE)
       local answer = "CLIENT_ERROR bad data chunk\r\n"
-      if msg:sub(-2) == "\r\n" then answer = store(p, msg:sub(1, -3)) end
+      local cr, lf = msg:byte(-2, -1)
+      if cr == 13 and lf == 10 then answer = store(p, msg) end
       if not p.quiet then conn:send(answer) end
       return
     end
