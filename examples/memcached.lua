@@ -31,10 +31,15 @@ local hs = require "hotsock"
 
 local S = hs.shared.memcached
 if not S then
-  -- db: key -> {value =, flags = (string), exp = (unix time or false), cas =}
+  -- db: key -> {data = (the data block, CRLF included), flags = (string),
+  -- exp = (unix time or false), cas =, head = (made at the first GET)}
   S = { db = {}, cas = 0, started = os.time(), cursor = nil }
   hs.shared.memcached = S
 end
+-- A storage command waiting for its data block, by connection: a table of
+-- ours rather than a field on the conn, which is a call into the host at
+-- each look (weak keys: a connection gone is let go).
+S.pending = S.pending or setmetatable({}, { __mode = "k" })
 
 local MAX_VALUE = 1024 * 1024       -- memcached's -I 1m
 local MAX_KEY = 250
@@ -62,6 +67,7 @@ local U64_TENTH = 0x1999999999999999 -- (2^64 - 1) // 10
 -- decimal digits -> integer, or nil when not a number or over 2^64 - 1
 local function u64(s)
   if not s or not s:find("^%d+$") then return nil end
+  if #s <= 18 then return math.tointeger(tonumber(s)) end -- under 2^63
   local n = 0
   for i = 1, #s do
     local d = s:byte(i) - 48
@@ -75,6 +81,13 @@ local function u64_string(n)
   if n >= 0 then return tostring(n) end
   local q = (n >> 1) // 5 -- n // 10, unsigned
   return tostring(q) .. tostring(n - q * 10)
+end
+
+-- the flags as memcached echoes them: 32 bits, in canonical digits (the
+-- token itself when it is: no new string)
+local function flags_string(token, n)
+  if n >= 0 and n <= 0xffffffff and (#token == 1 or token:byte() ~= 48) then return token end
+  return u64_string(n & 0xffffffff)
 end
 
 -- a signed number (exptime, delay), or nil
@@ -110,17 +123,25 @@ local function next_cas()
   return S.cas
 end
 
--- An item: the data block with its CRLF, and "VALUE key flags bytes".
-local function new_item(key, flags, data, exp)
-  return { data = data, head = "VALUE " .. key .. " " .. flags .. " " .. (#data - 2),
-           flags = flags, exp = exp, cas = next_cas() }
+-- An item: the data block with its CRLF; "VALUE key flags bytes" is made
+-- at its first GET and kept.
+local function new_item(flags, data, exp)
+  return { data = data, flags = flags, exp = exp, cas = next_cas() }
+end
+
+local function head(key, it)
+  local h = it.head
+  if not h then
+    h = "VALUE " .. key .. " " .. it.flags .. " " .. (#it.data - 2)
+    it.head = h
+  end
+  return h
 end
 
 local function value(it) return it.data:sub(1, -3) end
 
-local function set_value(it, key, v)
-  it.data, it.head = v .. "\r\n", "VALUE " .. key .. " " .. it.flags .. " " .. #v
-  it.cas = next_cas()
+local function set_value(it, v)
+  it.data, it.head, it.cas = v .. "\r\n", nil, next_cas()
 end
 
 -- Every second, look at up to 200 items from where the last sweep stopped
@@ -174,7 +195,7 @@ local function get(with_cas)
     for i = 2, n do
       local it = item(t[i])
       if it then
-        out[#out + 1] = it.head
+        out[#out + 1] = head(t[i], it)
         if with_cas then out[#out + 1] = " " .. it.cas end
         out[#out + 1] = "\r\n"
         out[#out + 1] = it.data -- sent as is, not copied into a new string
@@ -205,7 +226,7 @@ local function storage(kind)
       conn:skip(bytes + 2) -- the data and its CRLF, dropped unread
       return bytes > MAX_VALUE and TOO_LARGE or NO_MEMORY, quiet
     end
-    conn.pending = { kind = kind, key = key, flags = u64_string(flags & 0xffffffff),
+    S.pending[conn] = { kind = kind, key = key, flags = flags_string(t[3], flags),
                      exp = expiry(exptime), bytes = bytes, cas = cas, quiet = quiet }
     conn:framing(bytes + 2) -- a byte count: exactly that many (no table to make)
   end
@@ -227,10 +248,10 @@ local function store(p, data)
   if kind == "append" or kind == "prepend" then -- flags and exptime stay
     if #it.data + #data - 4 > MAX_VALUE then return NOT_STORED end
     local v = data:sub(1, -3)
-    set_value(it, key, kind == "append" and value(it) .. v or v .. value(it))
+    set_value(it, kind == "append" and value(it) .. v or v .. value(it))
     return STORED
   end
-  S.db[key] = new_item(key, p.flags, data, p.exp)
+  S.db[key] = new_item(p.flags, data, p.exp)
   return STORED
 end
 
@@ -268,7 +289,7 @@ local function delta(sign)
     end
     if sign > 0 then v = v + d elseif math.ult(v, d) then v = 0 else v = v - d end
     local s = u64_string(v)
-    set_value(it, t[2], #s < #old and s .. (" "):rep(#old - #s) or s)
+    set_value(it, #s < #old and s .. (" "):rep(#old - #s) or s)
     return s .. "\r\n", quiet
   end
 end
@@ -341,9 +362,9 @@ return {
   max_frame = MAX_VALUE + 2, -- a data block and its CRLF (and so a line)
 
   on_message = function(conn, msg)
-    local p = conn.pending
+    local p = S.pending[conn]
     if p then -- the data block announced by the last command
-      conn.pending = nil
+      S.pending[conn] = nil
       conn:framing(LINE)
       local answer = "CLIENT_ERROR bad data chunk\r\n"
       local cr, lf = msg:byte(-2, -1)
