@@ -35,6 +35,11 @@ local M = {
       return pcall(function() while true do end end)
     elseif line == "slowloop" then -- few instructions, each a slow call into C
       while true do local s = string.rep("x", 1 << 19) end
+    elseif line == "sleepspin" then -- blocked past the budget, then Lua again
+      os.execute("sleep 0.3")
+      local t = os.clock() + 0.05
+      while os.clock() < t do end
+      conn:send("survived\n")
     elseif line == "onelong" then -- one call into C past the budget, then done
       local s = string.rep("x", 1 << 24)
       conn:send("made ", #s, "\n")
@@ -155,6 +160,32 @@ describe("errors in handlers", function()
     assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
     srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
     assert.are.equal("pong s", ask(neighbour, "s"))
+  end)
+
+  -- A call's deadline counts from its start: time blocked in a system call
+  -- (no CPU, so no look by the budget's timer) counts once Lua runs again.
+  it("a handler blocked past its budget in a system call is stopped when it runs Lua again", function()
+    local srv = H.start(script("handler_budget = 100,"))
+    local c, id = open(srv)
+    H.send(c, "sleepspin\n")
+    local err, data = H.read_to_close(c, 5)
+    assert.are.equal("", data, "the handler went on after its budget")
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
+  end)
+
+  -- The budget's timer signals SIGPROF; a mask that blocks it, inherited from
+  -- whoever started the server, must not silence it.
+  it("handler_budget holds when the server was started with SIGPROF blocked", function()
+    local block = "perl -MPOSIX -e 'sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGPROF)) or die; exec @ARGV or die'"
+    local srv = H.start(script("handler_budget = 50,"), { wrap = block })
+    local neighbour = open(srv)
+    local bad, id = open(srv)
+    H.send(bad, "spin\n")
+    local err = H.read_to_close(bad, 5)
+    assert.truthy(err == "closed" or err == "connection reset by peer", tostring(err))
+    srv:expect_log("@@ CLOSE " .. id .. " handler timeout\n", 3, true)
+    assert.are.equal("pong b", ask(neighbour, "b"))
   end)
 
   -- As documented in docs/limits.md: the stop comes between Lua

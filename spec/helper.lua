@@ -359,6 +359,8 @@ function H.start(script, opts)
   local env = ""
   for k, v in pairs(opts.env or {}) do env = env .. k .. "=" .. q(v) .. " " end
   local cmd = command_line(path, opts)
+  -- opts.wrap: a command that execs the rest (it keeps the pid)
+  if opts.wrap then cmd = opts.wrap .. " " .. cmd end
   srv.cmd = cmd
   -- opts.nofile: a lower open-file limit for the server
   local pre = opts.nofile and ("ulimit -n %d && "):format(opts.nofile) or ""

@@ -123,12 +123,9 @@ static uint64_t budget_tick(void) {
  * the signal, so they keep the count hook they always had, given at
  * coroutine.create/wrap (below). Where the timer cannot be had, every thread
  * has the count hook, as before. What the signal reads is in `watch`,
- * lock-free atomics, written only by the loop thread it interrupts.
- *
- * Starting a call reads no clock: it numbers the call, and the first look
- * at it (the signal's, or a count hook's) notes the time. The call started
- * before that, so a stop is never early; it may come up to one look late.
- * That spares every call a clock read (2.5 % of a pipelined line). */
+ * lock-free atomics, written only by the loop thread it interrupts. A call's
+ * deadline counts from its start, so the time it spends blocked in a system
+ * call (no CPU, no signal) counts too once it runs Lua again. */
 #if ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_POINTER_LOCK_FREE == 2 && defined(SIGEV_THREAD_ID) && \
     defined(CLOCK_THREAD_CPUTIME_ID) && defined(CLOCK_MONOTONIC_COARSE)
 #define HAVE_WATCH 1
@@ -136,10 +133,7 @@ static uint64_t budget_tick(void) {
 #define WATCH_NS 5000000 /* CPU time between looks: a stop comes at most this late */
 
 static struct {
-  _Atomic uint64_t call;      /* number of the budgeted call under way; 0: none */
-  _Atomic uint64_t seen;      /* the call the last look saw first ... */
-  _Atomic uint64_t seen_at;   /* ... and when (budget_clock) */
-  _Atomic uint64_t budget;    /* its budget in ns, a tick added; 0: none */
+  _Atomic uint64_t deadline;  /* of the budgeted call under way; 0: none */
   _Atomic(lua_State *) main;  /* the main thread it runs on */
   _Atomic(lua_State *) co;    /* the handle coroutine it resumed, or NULL */
   int on;                     /* 1: the timer runs in this process; -1: not to be had */
@@ -147,26 +141,12 @@ static struct {
 
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
-/* A look at the call under way: 1 when it has used up its budget. The first
- * look at a call notes the time. */
-static int watch_over(void) {
-  uint64_t call = atomic_load_explicit(&watch.call, memory_order_acquire);
-  if (!call) return 0;
-  uint64_t now = budget_clock();
-  if (atomic_load_explicit(&watch.seen, memory_order_relaxed) != call) {
-    atomic_store_explicit(&watch.seen_at, now, memory_order_relaxed);
-    atomic_store_explicit(&watch.seen, call, memory_order_relaxed);
-    return 0;
-  }
-  uint64_t budget = atomic_load_explicit(&watch.budget, memory_order_relaxed);
-  return budget && now - atomic_load_explicit(&watch.seen_at, memory_order_relaxed) >= budget;
-}
-
 #ifdef HAVE_WATCH
 static void watch_signal(int sig) {
   int saved = errno;
   (void)sig;
-  if (watch_over()) {
+  uint64_t d = atomic_load_explicit(&watch.deadline, memory_order_acquire);
+  if (d && budget_clock() >= d) {
     lua_State *m = atomic_load_explicit(&watch.main, memory_order_relaxed);
     lua_State *co = atomic_load_explicit(&watch.co, memory_order_relaxed);
     /* Not again on a hooked thread: that would restart its count, and a
@@ -200,7 +180,12 @@ static int watch_start(void) {
   sev._sigev_un._tid = gettid();
   timer_t t;
   struct itimerspec its = {{0, WATCH_NS}, {0, WATCH_NS}};
+  sigset_t prof;
+  sigemptyset(&prof);
+  sigaddset(&prof, SIGPROF);
+  /* Unblocked: a mask inherited from whoever started us would silence it. */
   if (atfork && sigaction(SIGPROF, &sa, NULL) == 0 &&
+      pthread_sigmask(SIG_UNBLOCK, &prof, NULL) == 0 &&
       timer_create(CLOCK_THREAD_CPUTIME_ID, &sev, &t) == 0) {
     if (timer_settime(t, 0, &its, NULL) == 0) return 1;
     timer_delete(t);
@@ -231,7 +216,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   if (srv->lua.budget_depth == 0 ||
       (!srv->lua.budget_tripped &&
-       !(watch.on > 0 ? watch_over() : budget_clock() >= srv->lua.budget_deadline))) {
+       budget_clock() < srv->lua.budget_deadline)) {
     /* No call over its budget: a thread left raising by an earlier stop, a
      * signal about a call that has ended since, or the count hook's look. */
     hook_normal(srv, L);
@@ -249,20 +234,16 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
 
 void hs_script_budget_start(hs_server_t *srv, uint64_t ms) {
   if (srv->lua.budget_depth++ > 0) return;
-  static uint64_t calls;
   srv->lua.budget_ms = ms;
   srv->lua.budget_tripped = 0;
+  srv->lua.budget_deadline = ms ? budget_clock() + budget_tick() + ms * 1000000u : UINT64_MAX;
   if (watch.on == 0) { /* in a child of fork: a timer of its own */
     watch.on = watch_start() ? 1 : -1;
     if (watch.on < 0) lua_sethook(srv->lua.L, budget_hook, LUA_MASKCOUNT, HOOK_COUNT);
   }
   if (watch.on > 0) {
-    atomic_store_explicit(&watch.budget, ms ? ms * 1000000u + budget_tick() : 0,
-                          memory_order_relaxed);
     atomic_store_explicit(&watch.main, srv->lua.L, memory_order_relaxed);
-    atomic_store_explicit(&watch.call, ++calls, memory_order_release);
-  } else {
-    srv->lua.budget_deadline = ms ? budget_clock() + budget_tick() + ms * 1000000u : UINT64_MAX;
+    atomic_store_explicit(&watch.deadline, srv->lua.budget_deadline, memory_order_release);
   }
 }
 
@@ -271,7 +252,7 @@ int hs_script_budget_stop(hs_server_t *srv) {
   int tripped = srv->lua.budget_tripped;
   if (--srv->lua.budget_depth > 0) return tripped;
   if (watch.on > 0) {
-    atomic_store_explicit(&watch.call, 0, memory_order_relaxed);
+    atomic_store_explicit(&watch.deadline, 0, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* no new hook from here on */
   }
   if (tripped) srv->lua.budget_tripped = 0;
