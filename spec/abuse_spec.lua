@@ -44,6 +44,32 @@ function CMD.pcospin(conn)
   pcall(coroutine.wrap(function() while true do end end))
   conn:send("escaped\n")
 end
+-- The stop is raised inside Lua's hook, where hooks are off: the <close>
+-- handler of the coroutine it kills, and an xpcall message handler, must
+-- not run free of the budget.
+local function spin() while true do end end
+function CMD.wclose(conn)
+  coroutine.wrap(function()
+    local x <close> = setmetatable({}, { __close = spin })
+    spin()
+  end)()
+  conn:send("escaped\n")
+end
+function CMD.xpspin(conn)
+  while true do xpcall(spin, spin) end
+end
+local held -- a coroutine the budget stopped, closed by a later handler
+function CMD.hold(conn)
+  held = coroutine.create(function()
+    local x <close> = setmetatable({}, { __close = spin })
+    spin()
+  end)
+  coroutine.resume(held)
+end
+function CMD.closeheld(conn)
+  local ok, err = coroutine.close(held)
+  conn:send("closed ", tostring(ok), " ", tostring(err):match("exceeded") or tostring(err), "\n")
+end
 function CMD.copspin(conn)
   for _ = 1, 1e9 do
     pcall(coroutine.wrap(function()
@@ -485,6 +511,9 @@ describe("abuse", function()
       { "cospin", "while true do end inside coroutine.wrap" },
       { "pcospin", "while true do end inside coroutine.wrap inside pcall" },
       { "copspin", "pcall around a coroutine around pcall, in a loop" },
+      { "wclose", "a coroutine.wrap whose <close> handler spins too" },
+      { "xpspin", "xpcall whose message handler spins, in a loop" },
+      { "hold", "a coroutine.create whose <close> handler spins too" },
     }) do
       it("stops " .. case[2] .. "; only that connection closes", function()
         local srv = H.start(script("handler_budget = 50,"))
@@ -505,6 +534,41 @@ describe("abuse", function()
         assert_close_once(srv, after)
       end)
     end
+
+    it("a later coroutine.close of a coroutine the budget stopped skips its <close> handlers", function()
+      local srv = H.start(script("handler_budget = 50,"))
+      local nb = open(srv)
+      local c, id = open(srv)
+      H.send(c, "hold\n")
+      assert.truthy(closed_ok((H.read_to_close(c, 5))))
+      assert.are.equal("handler timeout", (wait_close(srv, id)))
+      local d = open(srv)
+      assert.are.equal("closed false exceeded", ask(d, "closeheld"))
+      served(nb, "n")
+    end)
+
+    it("a handle coroutine stopped by the budget is dropped without running its <close> handlers", function()
+      local srv = H.start([[
+local function spin() while true do end end
+return {
+  handler_budget = 50,
+  handle = function(conn)
+    conn:send("id ", tostring(conn.id), "\n")
+    local l = conn:receive("*l")
+    if l ~= "spin" then conn:send("echo ", tostring(l), "\n") return end
+    local x <close> = setmetatable({}, { __close = spin })
+    spin()
+  end,
+  on_close = function(conn, reason) io.stderr:write("@@ CLOSE ", conn.id, " ", reason, " 0\n") end,
+}
+]])
+      local nb = open(srv)
+      local c, id = open(srv)
+      H.send(c, "spin\n")
+      assert.truthy(closed_ok((H.read_to_close(c, 5))))
+      assert.are.equal("handler timeout", (wait_close(srv, id)))
+      assert.are.equal("echo n", ask(nb, "n"))
+    end)
 
     it("stops a coroutine-style handler spinning in a nested coroutine", function()
       local srv = H.start([[

@@ -30,9 +30,9 @@ static void run(hs_server_t *srv, hs_conn_t *o, int nargs) {
   o->lua.running = 1;
   uint64_t t0 = srv->admin ? uv_hrtime() : 0; /* for /metrics */
   hs_script_budget_start(srv, srv->limits.handler_budget);
-  lua_State *prev_co = hs_script_watch_co(co);
+  lua_State *prev_co = hs_script_watch_co(srv, co);
   int st = lua_resume(co, L, nargs, &nres);
-  hs_script_watch_co(prev_co);
+  hs_script_watch_co(srv, prev_co);
   int tripped = hs_script_budget_stop(srv);
   if (t0) hs_admin_observe_handler(srv, "handle", uv_hrtime() - t0);
   o->lua.running = 0;
@@ -152,10 +152,17 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o) {
   }
   o->lua.wait = HS_WAIT_NONE;
   o->lua.wait_on = NULL;
+  lua_State *L = srv->lua.L;
+  /* Stopped by the budget: its hooks stay off, and its <close> handlers
+   * would each be stopped at their first instruction (script.c). */
+  if (hs_script_stopped(L, co)) {
+    luaL_unref(L, LUA_REGISTRYINDEX, o->lua.co_ref);
+    o->lua.co_ref = HS_NOREF;
+    return;
+  }
   /* Pending to-be-closed variables run here: under the budget, like any
    * script code. */
   hs_conn_t *prev = srv->lua.current;
-  lua_State *L = srv->lua.L;
   /* A coroutine that died of an error keeps that error, and resetting it
    * returns it again: only a different one is a <close> handler's own. */
   int st0 = lua_status(co), died = st0 != LUA_OK && st0 != LUA_YIELD;
@@ -167,9 +174,9 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o) {
   }
   srv->lua.current = o;
   hs_script_budget_start(srv, srv->limits.handler_budget);
-  lua_State *prev_co = hs_script_watch_co(co);
+  lua_State *prev_co = hs_script_watch_co(srv, co);
   int st = lua_resetthread(co);
-  hs_script_watch_co(prev_co);
+  hs_script_watch_co(srv, prev_co);
   int tripped = hs_script_budget_stop(srv);
   srv->lua.current = prev;
   if (died) {
@@ -209,6 +216,17 @@ static int guarded(lua_State *L, const char *what) {
     return luaL_error(L,
                       "cannot close a handle coroutine: hotsock closes it with its "
                       "connection");
+  }
+  if (co && what[0] == 'c' && hs_script_stopped(L, co)) {
+    /* Its <close> handlers are skipped (script.c): false and its error. */
+    lua_pushboolean(L, 0);
+    if (lua_gettop(co) > 0) {
+      lua_pushvalue(co, -1);
+      lua_xmove(co, L, 1);
+    } else {
+      lua_pushnil(L);
+    }
+    return 2;
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);

@@ -52,7 +52,8 @@ int hs_script_call_msgh(hs_server_t *srv, hs_conn_t *c, int nargs, const char *w
 int hs_script_get_handler(hs_server_t *srv, const char *name);
 void hs_script_budget_start(hs_server_t *srv, uint64_t ms);
 int hs_script_budget_stop(hs_server_t *srv);
-lua_State *hs_script_watch_co(lua_State *co); /* the coroutine a budgeted call resumes */
+lua_State *hs_script_watch_co(hs_server_t *srv, lua_State *co); /* the coroutine a budgeted call resumes */
+int hs_script_stopped(lua_State *L, lua_State *co); /* co died of a budget stop */
 void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, int status,
                               int tripped);
 int hs_script_load_call(hs_server_t *srv, int nargs, int nres, int base, const char *what,

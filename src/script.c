@@ -140,6 +140,7 @@ static struct {
 } watch;
 
 static void budget_hook(lua_State *L, lua_Debug *ar);
+static void mark_stopped(hs_server_t *srv, lua_State *L);
 
 #ifdef HAVE_WATCH
 static void watch_signal(int sig) {
@@ -229,6 +230,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
       lua_sethook(srv->lua.current->lua.co, budget_hook, LUA_MASKCOUNT, 1);
   }
   lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
+  mark_stopped(srv, L);
   luaL_error(L, "handler exceeded its time budget of %d ms", (int)srv->lua.budget_ms);
 }
 
@@ -263,40 +265,147 @@ int hs_script_budget_stop(hs_server_t *srv) {
   return tripped;
 }
 
-/* The handle coroutine about to be resumed (coro.c), NULL after; returns the
- * one before, to be put back. */
-lua_State *hs_script_watch_co(lua_State *co) {
+/* The handle coroutine a budgeted call is about to resume (coro.c), or the
+ * one before, put back after; returns the one it replaces. The coroutine
+ * leaving keeps no hook the signal gave it (the next resume would take it
+ * off in the middle of a call), unless the stop is under way. */
+lua_State *hs_script_watch_co(hs_server_t *srv, lua_State *co) {
   lua_State *prev = atomic_load_explicit(&watch.co, memory_order_relaxed);
   atomic_store_explicit(&watch.co, co, memory_order_relaxed);
+  if (prev && prev != co && watch.on > 0 && !srv->lua.budget_tripped && lua_gethookmask(prev))
+    lua_sethook(prev, NULL, 0, 0);
   return prev;
 }
 
-/* coroutine.create and coroutine.wrap: the new thread gets the count hook
- * (see the watch, above). Upvalue 1: the original. */
-static int hooked_coroutine(lua_State *L) {
-  hs_server_t *srv = hs_server_from_lua(L);
+/* Threads the budget stopped (registry, weak keys). The stop is raised
+ * inside the count hook, where Lua turns hooks off, and a coroutine that
+ * dies of it keeps them off: its pending <close> handlers would then run
+ * with no budget at all. With hooks on, each would raise at its first
+ * instruction, so closing such a coroutine skips them (hs_coro_drop,
+ * coroutine.close, coroutine.wrap). */
+#define STOPPED_THREADS "hotsock.stopped"
+
+static void mark_stopped(hs_server_t *srv, lua_State *L) {
+  if (L == srv->lua.L) return;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STOPPED_THREADS) == LUA_TTABLE) {
+    lua_pushthread(L);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+  }
+  lua_pop(L, 1);
+}
+
+int hs_script_stopped(lua_State *L, lua_State *co) {
+  int st = lua_status(co), stopped = 0;
+  if (st == LUA_OK || st == LUA_YIELD) return 0; /* not dead of an error */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STOPPED_THREADS) == LUA_TTABLE) {
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    stopped = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return stopped;
+}
+
+/* coroutine.create: the new thread gets the count hook (see the watch,
+ * above). Upvalue 1: the original. */
+static int hooked_create(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);
   lua_State *co = lua_tothread(L, -1);
-  if (!co && lua_getupvalue(L, -1, 1)) { /* wrap: its function's upvalue */
-    co = lua_tothread(L, -1);
-    lua_pop(L, 1);
-  }
-  if (co) hook_normal(srv, co);
+  if (co) hook_normal(hs_server_from_lua(L), co);
   return 1;
 }
 
+/* What coroutine.wrap returns: resume the coroutine (upvalue 1) with the
+ * original coroutine.resume (upvalue 2) and return what it yields; on an
+ * error, close the coroutine (its <close> handlers) unless the budget
+ * stopped it, and raise the error with the caller's position, as Lua's
+ * own wrap does. */
+static int wrap_call(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_rotate(L, 1, 2); /* resume, co, args... */
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  if (lua_toboolean(L, 1)) return lua_gettop(L) - 1;
+  int st = lua_status(co);
+  if (st != LUA_OK && st != LUA_YIELD && !hs_script_stopped(L, co)) {
+    st = lua_resetthread(co); /* its error again, or a <close> handler's */
+    lua_settop(L, 0);
+    lua_xmove(co, L, 1);
+  }
+  if (st != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  }
+  return lua_error(L);
+}
+
+/* coroutine.wrap. Upvalues: the original coroutine.create and resume. */
+static int hooked_wrap(lua_State *L) {
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1); /* co */
+  hook_normal(hs_server_from_lua(L), lua_tothread(L, -1));
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushcclosure(L, wrap_call, 2);
+  return 1;
+}
+
+/* xpcall: Lua calls the message handler where the error is raised, and
+ * the budget's stop is raised inside the count hook, where hooks are off:
+ * a handler that looped there would never be stopped. The script's handler
+ * (upvalue 1) is called through this one, which hands a stop on as it is. */
+static int xpcall_msgh(lua_State *L) {
+  if (hs_server_from_lua(L)->lua.budget_tripped) return 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+static int xpcall_done(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
+/* Upvalue 1: the original xpcall. */
+static int guarded_xpcall(lua_State *L) {
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, xpcall_msgh, 1);
+  lua_replace(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, xpcall_done); /* yields pass */
+  return lua_gettop(L);
+}
+
 static void hook_coroutines(lua_State *L) {
+  lua_newtable(L); /* the stopped threads, weak keys */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, STOPPED_THREADS);
   if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
     lua_getfield(L, -1, "create");
-    lua_pushcclosure(L, hooked_coroutine, 1);
-    lua_setfield(L, -2, "create");
-    lua_getfield(L, -1, "wrap");
-    lua_pushcclosure(L, hooked_coroutine, 1);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, hooked_create, 1);
+    lua_setfield(L, -3, "create");
+    lua_getfield(L, -2, "resume"); /* the original create, resume */
+    lua_pushcclosure(L, hooked_wrap, 2);
     lua_setfield(L, -2, "wrap");
   }
   lua_pop(L, 1);
+  lua_getglobal(L, "xpcall");
+  lua_pushcclosure(L, guarded_xpcall, 1);
+  lua_setglobal(L, "xpcall");
 }
 
 /* Message handler: the error with a traceback. */
