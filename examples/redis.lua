@@ -346,7 +346,11 @@ def("set", -3, function(_, a, n)
   return OK
 end)
 
-def("get", 2, function(_, a) return bulk_parts(lookup(a[2])) end)
+def("get", 2, function(_, a) -- bulk_parts without its type check: values are strings
+  local v = lookup(a[2])
+  if v == nil then return NULL end
+  return bulk_head(#v), v, "\r\n"
+end)
 
 def("getset", 3, function(_, a)
   if oom(#a[2] + #a[3]) then return E_OOM end
@@ -594,32 +598,19 @@ end)
 ---------------------------------------------------------------------------
 
 -- Commands come as sent ("SET", "set", "Set"); the two usual spellings are
--- found without lowering the name for every command.
-local FN, NAME = {}, {}
+-- found without lowering the name for every command. One lookup gives the
+-- function, the arity and the name: {fn, arity, name}.
+local CMD = {}
 for name, f in pairs(C) do
-  FN[name], FN[name:upper()] = f, f
-  NAME[name], NAME[name:upper()] = name, name
+  local c = { f, ARITY[name], name }
+  CMD[name], CMD[name:upper()] = c, c
 end
 
-local function dispatch(conn, argv)
-  local n = #argv
-  local cmd = argv[1]
-  local f = FN[cmd]
-  if not f then
-    f = FN[cmd:lower()]
-    if not f then
-      local args = {}
-      for i = 2, math.min(n, 8) do args[#args + 1] = "'" .. argv[i]:sub(1, 64):gsub("[\r\n]", " ") .. "'" end
-      return err(("ERR unknown command '%s', with args beginning with: %s")
-        :format(cmd:sub(1, 128):gsub("[\r\n]", " "), table.concat(args, " ")))
-    end
-  end
-  local name = NAME[cmd] or cmd:lower()
-  local ar = ARITY[name]
-  if (ar > 0 and n ~= ar) or (ar < 0 and n < -ar) then
-    return err("ERR wrong number of arguments for '" .. name .. "' command")
-  end
-  return f(conn, argv, n) -- all its results, for conn:send
+local function unknown(argv, n)
+  local cmd, args = argv[1], {}
+  for i = 2, math.min(n, 8) do args[#args + 1] = "'" .. argv[i]:sub(1, 64):gsub("[\r\n]", " ") .. "'" end
+  return err(("ERR unknown command '%s', with args beginning with: %s")
+    :format(cmd:sub(1, 128):gsub("[\r\n]", " "), table.concat(args, " ")))
 end
 
 return {
@@ -635,7 +626,14 @@ return {
   handler_budget = 1000,
 
   on_message = function(conn, argv)
-    conn:send(dispatch(conn, argv))
+    local n, cmd = #argv, argv[1]
+    local c = CMD[cmd] or CMD[cmd:lower()]
+    if not c then return conn:send(unknown(argv, n)) end
+    local ar = c[2]
+    if (ar > 0 and n ~= ar) or (ar < 0 and n < -ar) then
+      return conn:send(err("ERR wrong number of arguments for '" .. c[3] .. "' command"))
+    end
+    conn:send(c[1](conn, argv, n)) -- all its results, as one write
     if argv.quit then conn:close() end
   end,
 
