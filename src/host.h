@@ -43,17 +43,20 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o);
 /* The coroutine o waits for a frame on c: c is o itself or an outbound one. */
 hs_conn_t *hs_coro_reader(hs_conn_t *c);
 
-/* script.c: the lua_State, the protected door, the budget */
+/* budget.c: the handler budget around every call into the script */
+void hs_budget_open(lua_State *L); /* into a new state, before hs_coro_open */
+void hs_script_budget_start(hs_server_t *srv, uint64_t ms);
+int hs_script_budget_stop(hs_server_t *srv);
+lua_State *hs_script_watch_co(hs_server_t *srv, lua_State *co); /* the coroutine a budgeted call resumes */
+int hs_script_stopped(lua_State *L, lua_State *co); /* co died of a budget stop */
+
+/* script.c: the lua_State, the protected door */
 int hs_script_open(hs_server_t *srv);
 void hs_script_close(hs_server_t *srv);
 int hs_script_load(hs_server_t *srv, char *err, size_t errlen);
 int hs_script_call(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what);
 int hs_script_call_msgh(hs_server_t *srv, hs_conn_t *c, int nargs, const char *what, int msgh);
 int hs_script_get_handler(hs_server_t *srv, const char *name);
-void hs_script_budget_start(hs_server_t *srv, uint64_t ms);
-int hs_script_budget_stop(hs_server_t *srv);
-lua_State *hs_script_watch_co(hs_server_t *srv, lua_State *co); /* the coroutine a budgeted call resumes */
-int hs_script_stopped(lua_State *L, lua_State *co); /* co died of a budget stop */
 void hs_script_handler_failed(hs_server_t *srv, hs_conn_t *c, const char *what, int status,
                               int tripped);
 int hs_script_load_call(hs_server_t *srv, int nargs, int nres, int base, const char *what,
