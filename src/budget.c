@@ -51,24 +51,26 @@ static uint64_t budget_tick(void) {
 }
 
 /* The budget's watch. Handlers run with no hook: under a count hook the VM
- * stops in luaG_traceexec before every instruction, which was 28 % of the
- * instructions of a pipelined Redis command (docs/performance.md). Instead a
- * timer on the loop thread's CPU clock sends SIGPROF after every WATCH_NS of
- * CPU the thread spends (none while it sleeps in epoll_wait). The signal
+ * stops in luaG_traceexec before every instruction, a fifth of the
+ * instructions of a pipelined Redis command (docs/performance.md). Instead
+ * a timer on the loop thread's CPU clock sends SIGPROF after every WATCH_NS
+ * of CPU the thread spends (none while it sleeps in epoll_wait). The signal
  * looks at the deadline of the budgeted call under way and, once it has
  * passed, puts the count hook on the threads the call runs on: the main
  * thread and the handle coroutine being resumed (lua_sethook may be called
- * from a signal handler; lua.c stops a script on Ctrl-C that way). The hook
- * raises HOOK_COUNT instructions later, as when every thread had it: a
- * handler that passed its deadline inside one long call into C (a big
- * string.rep, a collection of a big heap) and then ends is let be.
- * Coroutines a script makes are not known to
- * the signal, so they keep the count hook they always had, given at
- * coroutine.create/wrap (below). Where the timer cannot be had, every thread
- * has the count hook, as before. What the signal reads is in `watch`,
- * lock-free atomics, written only by the loop thread it interrupts. A call's
- * deadline counts from its start, so the time it spends blocked in a system
- * call (no CPU, no signal) counts too once it runs Lua again. */
+ * from a signal handler; lua.c stops a script on Ctrl-C that way).
+ *
+ * The hook raises HOOK_COUNT instructions later, as when every thread had
+ * it: a handler that passed its deadline inside one long call into C (a big
+ * string.rep, a collection of a big heap) and then ends is let be. A call's
+ * deadline counts from its start, so time blocked in a system call (no CPU,
+ * no signal) counts once it runs Lua again. Coroutines a script makes are
+ * not known to the signal: they keep the count hook they always had, given
+ * at coroutine.create/wrap (below). Where the timer cannot be had, every
+ * thread has the count hook, as before.
+ *
+ * What the signal reads is in `watch`: lock-free atomics, written only by
+ * the loop thread it interrupts. */
 #if ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_POINTER_LOCK_FREE == 2 && defined(SIGEV_THREAD_ID) && \
     defined(CLOCK_THREAD_CPUTIME_ID) && defined(CLOCK_MONOTONIC_COARSE)
 #define HAVE_WATCH 1
@@ -159,8 +161,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
   hs_server_t *srv = hs_server_from_lua(L);
   (void)ar;
   if (srv->lua.budget_depth == 0 ||
-      (!srv->lua.budget_tripped &&
-       budget_clock() < srv->lua.budget_deadline)) {
+      (!srv->lua.budget_tripped && budget_clock() < srv->lua.budget_deadline)) {
     /* No call over its budget: a thread left raising by an earlier stop, a
      * signal about a call that has ended since, or the count hook's look. */
     hook_normal(srv, L);

@@ -154,7 +154,7 @@ void hs_coro_drop(hs_server_t *srv, hs_conn_t *o) {
   o->lua.wait_on = NULL;
   lua_State *L = srv->lua.L;
   /* Stopped by the budget: its hooks stay off, and its <close> handlers
-   * would each be stopped at their first instruction (script.c). */
+   * would each be stopped at their first instruction (budget.c). */
   if (hs_script_stopped(L, co)) {
     luaL_unref(L, LUA_REGISTRYINDEX, o->lua.co_ref);
     o->lua.co_ref = HS_NOREF;
@@ -218,7 +218,7 @@ static int guarded(lua_State *L, const char *what) {
                       "connection");
   }
   if (co && what[0] == 'c' && hs_script_stopped(L, co)) {
-    /* Its <close> handlers are skipped (script.c): false and its error. */
+    /* Its <close> handlers are skipped (budget.c): false and its error. */
     lua_pushboolean(L, 0);
     if (lua_gettop(co) > 0) {
       lua_pushvalue(co, -1);
