@@ -320,7 +320,7 @@ typedef struct hs_script {
   int budget_depth;         /* nested protected calls under way */
   uint64_t budget_ms;       /* budget of the outermost call under way */
   int budget_tripped;       /* the budget ran out: every instruction raises */
-  uint64_t budget_deadline; /* budget clock, ns (without the watch, script.c) */
+  uint64_t budget_deadline; /* of the outermost call, budget clock ns (budget.c) */
   hs_conn_t *current;       /* connection whose handler runs now, for logs */
   hs_conn_t *batch;         /* frames of this connection are being delivered (host.c) */
   int batch_top;            /* the stack's top with msgh, on_message and the box on it */
